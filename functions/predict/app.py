@@ -1,0 +1,168 @@
+"""The predict function: API Gateway (REST, proxy integration) in front of a cached random forest.
+
+Routes are thin: the request shapes live in `lambda_forest.schema`, loading in
+`lambda_forest.model_cache`, and every error is turned into a response in `reply_with_error`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from lambda_forest.artifact import Prediction
+from lambda_forest.config import FunctionConfig
+from lambda_forest.errors import (
+    InvalidJson,
+    LambdaForestError,
+    MethodNotAllowed,
+    ModelUnavailable,
+    RouteNotFound,
+)
+from lambda_forest.model_cache import LoadedModel, ModelCache
+from lambda_forest.schema import (
+    error_response,
+    health_response,
+    parse_predict_body,
+    predict_response,
+    rows_to_matrix,
+)
+from lambda_forest.store import open_store
+
+ROUTES = {"/predict": ["POST"], "/model": ["GET"], "/health": ["GET"]}
+
+logger = Logger()
+metrics = Metrics()
+tracer = Tracer()
+app = APIGatewayRestResolver()
+
+
+def record_load(loaded: LoadedModel) -> None:
+    metrics.add_metric(name="ModelLoadTime", unit=MetricUnit.Milliseconds, value=loaded.load_seconds * 1000)
+    logger.info("model loaded", extra={"model": loaded.identity, "load_ms": round(loaded.load_seconds * 1000, 1)})
+
+
+def record_refresh_failure(error: LambdaForestError) -> None:
+    metrics.add_metric(name="ModelRefreshFailures", unit=MetricUnit.Count, value=1)
+    logger.warning("model refresh failed", extra={"reason": type(error).__name__, "detail": str(error)})
+
+
+def build_model_cache(config: FunctionConfig) -> ModelCache:
+    return ModelCache(
+        lambda: open_store(config.model_store),
+        config.model_name,
+        version=config.model_version,
+        alias=config.model_alias,
+        refresh_seconds=config.refresh_seconds,
+        on_load=record_load,
+        on_refresh_failure=record_refresh_failure,
+    )
+
+
+# Read once per execution environment; a missing required setting fails the init loudly.
+config = FunctionConfig.from_env()
+models = build_model_cache(config)
+
+
+@app.post("/predict")
+def predict() -> dict[str, Any]:
+    request = parse_predict_body(request_body(), config.max_batch_rows)
+    model = models.get()
+    rows = rows_to_matrix(request.instances, model.manifest.feature_names)
+    result = run_prediction(model, rows, request.probabilities)
+    return predict_response(model.manifest, result)
+
+
+@app.get("/model")
+def describe_model() -> dict[str, Any]:
+    return models.get().manifest.public()
+
+
+@app.get("/health")
+def health() -> dict[str, Any]:
+    current = models.current
+    return health_response(current.identity if current else None)
+
+
+@tracer.capture_method(capture_response=False)
+def run_prediction(model: LoadedModel, rows: Any, with_probabilities: bool) -> Prediction:
+    started = time.perf_counter()
+    result = model.predictor.predict(rows, with_probabilities)
+    metrics.add_metric(name="PredictionLatency", unit=MetricUnit.Milliseconds,
+                       value=(time.perf_counter() - started) * 1000)
+    metrics.add_metric(name="RowsPerRequest", unit=MetricUnit.Count, value=len(rows))
+    return result
+
+
+def request_body() -> str | None:
+    """The body as text; API Gateway base64-encodes binary media types."""
+    try:
+        return app.current_event.decoded_body
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidJson("The request body could not be decoded; expected UTF-8 JSON.") from None
+
+
+@app.not_found
+def route_not_found(_: Exception) -> Response:
+    allowed = ROUTES.get(app.current_event.path.rstrip("/") or "/")
+    if allowed:
+        method = app.current_event.http_method
+        return reply_with_error(
+            MethodNotAllowed(f"{method} is not allowed on {app.current_event.path}; use {', '.join(allowed)}.",
+                             allowed=allowed)
+        )
+    return reply_with_error(
+        RouteNotFound(f"No route {app.current_event.path}; the routes are POST /predict, GET /model, GET /health.")
+    )
+
+
+@app.exception_handler(LambdaForestError)
+def known_error(error: LambdaForestError) -> Response:
+    return reply_with_error(error)
+
+
+@app.exception_handler(Exception)
+def unexpected_error(error: Exception) -> Response:
+    logger.exception("unexpected error")
+    return reply_with_error(LambdaForestError("An unexpected error occurred; it was logged with the request id."))
+
+
+def reply_with_error(error: LambdaForestError) -> Response:
+    """The one place an error becomes a response: a JSON body with no internal detail."""
+    with single_metric(name="Errors", unit=MetricUnit.Count, value=1, namespace=metrics.namespace) as metric:
+        metric.add_dimension(name="code", value=error.code)
+    if error.status >= 500:
+        logger.error("request failed", extra={"code": error.code, "reason": type(error).__name__,
+                                              "detail": str(error)})
+    else:
+        logger.info("request refused", extra={"code": error.code, "message": error.message})
+    headers: dict[str, str] = {}
+    if isinstance(error, ModelUnavailable):
+        headers["Retry-After"] = str(error.retry_after_seconds)
+    if isinstance(error, MethodNotAllowed):
+        headers["Allow"] = ", ".join(error.allowed)
+    return Response(
+        status_code=error.status,
+        content_type=content_types.APPLICATION_JSON,
+        body=error_response(error, request_id()),
+        headers=headers,
+    )
+
+
+def request_id() -> str | None:
+    try:
+        return app.current_event.request_context.request_id or app.lambda_context.aws_request_id
+    except (AttributeError, KeyError):
+        return None
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

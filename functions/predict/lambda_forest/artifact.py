@@ -1,0 +1,122 @@
+"""The model artifact: how a fitted forest becomes bytes, and how bytes safely become a predictor again.
+
+Loading follows shared/DESIGN.md section 5: the file's sha256 is checked against the manifest before a
+single byte is deserialised, and a model pickled under another scikit-learn version is refused.
+scikit-learn and joblib are imported only here and only when a pickled model is actually loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import platform
+import warnings
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Protocol
+
+import numpy as np
+
+from lambda_forest.errors import IncompatibleModel, IntegrityError, InvalidArtifact
+from lambda_forest.manifest import FileEntry, Manifest
+
+# Libraries whose versions decide whether a pickled forest loads; recorded in every manifest.
+RUNTIME_LIBRARIES = ("scikit-learn", "numpy", "joblib")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    predictions: list[Any]
+    probabilities: list[list[float]] | None = None
+
+
+class Predictor(Protocol):
+    def predict(self, rows: np.ndarray, with_probabilities: bool) -> Prediction: ...
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def runtime_versions() -> dict[str, str]:
+    """The Python and library versions of this process, as the manifest records them."""
+    versions = {"python": platform.python_version()}
+    versions.update({name: metadata.version(name) for name in RUNTIME_LIBRARIES})
+    return versions
+
+
+def serialize_estimator(estimator: Any) -> bytes:
+    import joblib
+
+    buffer = io.BytesIO()
+    joblib.dump(estimator, buffer)
+    return buffer.getvalue()
+
+
+def verify(entry: FileEntry, data: bytes) -> bytes:
+    """Return `data` if it is exactly the file the manifest describes; refuse it otherwise."""
+    actual = sha256(data)
+    if actual != entry.sha256 or len(data) != entry.bytes:
+        raise IntegrityError(
+            "The model artifact failed verification and was not loaded.",
+            detail=f"{entry.file}: sha256 {actual} ({len(data)} bytes), manifest says "
+            f"{entry.sha256} ({entry.bytes} bytes)",
+        )
+    return data
+
+
+def check_compatible(manifest: Manifest) -> None:
+    """Refuse a pickled model made by another scikit-learn than the one installed here."""
+    trained = manifest.runtime.get("scikit-learn")
+    installed = metadata.version("scikit-learn")
+    if trained != installed:
+        raise IncompatibleModel(
+            f"The model was trained with scikit-learn {trained} but this function runs {installed}; "
+            f"retrain it with {installed} or deploy a layer with {trained}.",
+        )
+
+
+def load_estimator(manifest: Manifest, data: bytes) -> Any:
+    """Deserialise a verified `model.joblib`; scikit-learn version warnings are errors."""
+    check_compatible(manifest)
+    verify(manifest.artifact, data)
+    import joblib
+    from sklearn.exceptions import InconsistentVersionWarning
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", InconsistentVersionWarning)
+            estimator = joblib.load(io.BytesIO(data))
+    except InconsistentVersionWarning as warning:
+        raise IncompatibleModel(
+            f"The model was pickled by scikit-learn {warning.original_sklearn_version} but this "
+            f"function runs {warning.current_sklearn_version}; retrain it with the current version.",
+        ) from None
+    except Exception as exc:  # unpickling can fail in many ways; none of them is the caller's fault
+        raise InvalidArtifact("The model artifact could not be loaded.", detail=repr(exc)) from None
+    if getattr(estimator, "n_features_in_", None) != len(manifest.feature_names):
+        raise InvalidArtifact(
+            "The model artifact does not match its manifest.",
+            detail=f"estimator expects {getattr(estimator, 'n_features_in_', '?')} features, "
+            f"manifest lists {len(manifest.feature_names)}",
+        )
+    return estimator
+
+
+class EstimatorPredictor:
+    """Predicts with a fitted scikit-learn forest."""
+
+    def __init__(self, estimator: Any, is_classifier: bool) -> None:
+        self.estimator = estimator
+        self.is_classifier = is_classifier
+        # Worker threads cost more than they save for the batch sizes a request carries.
+        if hasattr(estimator, "n_jobs"):
+            estimator.n_jobs = None
+
+    def predict(self, rows: np.ndarray, with_probabilities: bool) -> Prediction:
+        if not self.is_classifier:
+            return Prediction(self.estimator.predict(rows).tolist())
+        # RandomForestClassifier.predict is exactly classes_.take(argmax(predict_proba)); one pass serves both.
+        proba = self.estimator.predict_proba(rows)
+        labels = self.estimator.classes_.take(np.argmax(proba, axis=1), axis=0)
+        return Prediction(labels.tolist(), proba.tolist() if with_probabilities else None)

@@ -1,0 +1,63 @@
+"""The predict function's configuration (shared/DESIGN.md section 4), read in this one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from lambda_forest.errors import ConfigError
+from lambda_forest.store import DEFAULT_ALIAS, check_name
+
+
+@dataclass(frozen=True)
+class FunctionConfig:
+    model_store: str
+    model_name: str
+    model_version: str | None = None
+    model_alias: str = DEFAULT_ALIAS
+    refresh_seconds: float = 60.0
+    max_batch_rows: int = 10_000
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> FunctionConfig:
+        """Read the environment; a missing required value or a malformed number raises ConfigError."""
+        missing = [key for key in ("MODEL_STORE", "MODEL_NAME") if not environ.get(key, "").strip()]
+        if missing:
+            raise ConfigError(
+                f"Required setting(s) {', '.join(missing)} not set: set them in the function's "
+                "environment (template.yaml parameters ModelStore/ModelName)."
+            )
+        try:
+            return cls(
+                model_store=environ["MODEL_STORE"].strip(),
+                model_name=check_name("MODEL_NAME", environ["MODEL_NAME"].strip()),
+                model_version=_optional_name("MODEL_VERSION", environ),
+                model_alias=_optional_name("MODEL_ALIAS", environ) or DEFAULT_ALIAS,
+                refresh_seconds=_number(environ, "MODEL_REFRESH_SECONDS", 60.0, float),
+                max_batch_rows=_number(environ, "MAX_BATCH_ROWS", 10_000, int, minimum=1),
+            )
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"Invalid function configuration: {exc}") from None
+
+
+def _optional_name(key: str, environ: Mapping[str, str]) -> str | None:
+    value = environ.get(key, "").strip()
+    return check_name(key, value) if value else None
+
+
+def _number[T: (int, float)](
+    environ: Mapping[str, str], key: str, default: T, kind: type[T], minimum: T | None = None
+) -> T:
+    raw = environ.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r} is not a valid {kind.__name__}.") from None
+    if value < (minimum if minimum is not None else 0):
+        raise ConfigError(f"{key}={raw!r} must be at least {minimum if minimum is not None else 0}.")
+    return value

@@ -1,0 +1,448 @@
+"""The model store: the single owner of the layout in shared/DESIGN.md section 1.
+
+    {store}/{name}/versions/{version}/model.joblib
+    {store}/{name}/versions/{version}/manifest.json
+    {store}/{name}/aliases/{alias}.json
+
+A store is a local directory (the default for local work) or `s3://bucket/prefix`. Both sit behind
+`ModelStore`; backends implement five byte-level primitives and translate their own failures into
+the errors of `lambda_forest.errors`, so nothing above this module sees an AWS exception.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lambda_forest.errors import (
+    ConfigError,
+    NotInStore,
+    StoreAccessDenied,
+    StoreError,
+    StoreUnreachable,
+    VersionExists,
+)
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
+
+MODEL_FILE = "model.joblib"
+MANIFEST_FILE = "manifest.json"
+DEFAULT_ALIAS = "live"
+
+# Names become path segments and S3 keys: keep them to a safe alphabet so nothing escapes its prefix.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+# Timeouts well under API Gateway's 29 s; standard retries back off and retry throttles and 5xx.
+S3_CONNECT_TIMEOUT_SECONDS = 2
+S3_READ_TIMEOUT_SECONDS = 10
+S3_MAX_ATTEMPTS = 3
+
+
+def check_name(kind: str, value: str) -> str:
+    """Return `value` if it is a safe model, version, alias or file name; raise otherwise."""
+    if not isinstance(value, str) or not _NAME.match(value) or ".." in value:
+        raise NotInStore(
+            f"{kind} {value!s:.80} is not valid: use letters, digits, '.', '_' or '-' (at most 128).",
+        )
+    return value
+
+
+def make_version(created_at: datetime, model_sha256: str) -> str:
+    """A sortable, content-derived version id: `YYYYMMDDTHHMMSSZ-<first 8 hex of the model's sha256>`."""
+    return f"{created_at.astimezone(UTC):%Y%m%dT%H%M%SZ}-{model_sha256[:8]}"
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Alias:
+    """Where an alias points, and where it pointed before the last move."""
+
+    version: str
+    updated_at: str
+    previous: str | None = None
+
+    def to_json(self) -> bytes:
+        body = {"version": self.version, "updated_at": self.updated_at, "previous": self.previous}
+        return json.dumps(body, indent=2).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Alias:
+        try:
+            body = json.loads(data)
+            return cls(str(body["version"]), str(body.get("updated_at", "")), body.get("previous"))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreError("An alias in the model store is malformed.", detail=repr(exc)) from None
+
+
+class _Missing(Exception):
+    """A key the backend does not hold; turned into a precise NotInStore by the caller."""
+
+
+class ModelStore(ABC):
+    """Versioned, immutable model artifacts and the aliases that point at them."""
+
+    uri: str
+
+    # Backend primitives: keys are relative to the store root and use '/'.
+
+    @abstractmethod
+    def _read(self, key: str) -> bytes:
+        """The object's bytes; raise `_Missing` if absent."""
+
+    @abstractmethod
+    def _read_if_changed(self, key: str, tag: str | None) -> tuple[bytes, str] | None:
+        """(bytes, tag) when the object differs from `tag`; None when unchanged; `_Missing` if absent."""
+
+    @abstractmethod
+    def _create(self, key: str, data: bytes) -> None:
+        """Write a new object; raise `VersionExists` if the key already exists."""
+
+    @abstractmethod
+    def _replace(self, key: str, data: bytes) -> None:
+        """Write an object, replacing any previous one atomically."""
+
+    @abstractmethod
+    def _list(self, prefix: str) -> list[str]:
+        """Every key under `prefix`."""
+
+    # The layout.
+
+    @staticmethod
+    def version_key(name: str, version: str, filename: str) -> str:
+        check_name("model name", name)
+        check_name("version", version)
+        check_name("file name", filename)
+        return f"{name}/versions/{version}/{filename}"
+
+    @staticmethod
+    def alias_key(name: str, alias: str) -> str:
+        return f"{check_name('model name', name)}/aliases/{check_name('alias', alias)}.json"
+
+    # Versions.
+
+    def publish(self, name: str, version: str, files: dict[str, bytes], manifest: bytes) -> None:
+        """Write a new version: its files first, the manifest last, never over an existing version.
+
+        A version is complete once its manifest exists; a publish that fails part way leaves no
+        manifest, so no reader takes the partial version for a model.
+        """
+        if version in self.list_versions(name):
+            raise VersionExists(f"Version {version} of {name} already exists; versions are immutable.")
+        try:
+            for filename, data in files.items():
+                self._create(self.version_key(name, version, filename), data)
+        except VersionExists:
+            raise VersionExists(
+                f"Version {version} of {name} already holds files; versions are immutable.",
+            ) from None
+        self._create(self.version_key(name, version, MANIFEST_FILE), manifest)
+
+    def read_file(self, name: str, version: str, filename: str) -> bytes:
+        try:
+            return self._read(self.version_key(name, version, filename))
+        except _Missing:
+            raise NotInStore(
+                f"Version {version} of model {name} has no {filename}.",
+                detail=f"store {self.uri}",
+            ) from None
+
+    def read_manifest(self, name: str, version: str) -> bytes:
+        try:
+            return self._read(self.version_key(name, version, MANIFEST_FILE))
+        except _Missing:
+            raise NotInStore(
+                f"Model {name} has no published version {version}.",
+                detail=f"store {self.uri}; `python -m training list --name {name}` shows the versions",
+            ) from None
+
+    def list_versions(self, name: str) -> list[str]:
+        """Complete versions (those with a manifest), newest first."""
+        prefix = f"{check_name('model name', name)}/versions/"
+        versions = {
+            key[len(prefix) :].split("/", 1)[0]
+            for key in self._list(prefix)
+            if key.endswith("/" + MANIFEST_FILE)
+        }
+        return sorted(versions, reverse=True)
+
+    def list_models(self) -> list[str]:
+        return sorted({key.split("/", 1)[0] for key in self._list("") if "/versions/" in key})
+
+    # Aliases.
+
+    def read_alias(self, name: str, alias: str) -> Alias | None:
+        try:
+            return Alias.from_json(self._read(self.alias_key(name, alias)))
+        except _Missing:
+            return None
+
+    def read_alias_if_changed(self, name: str, alias: str, tag: str | None) -> tuple[Alias, str] | None:
+        """The alias and its new tag when it changed since `tag`, None when unchanged.
+
+        On S3 this is a conditional GET (If-None-Match), so an unchanged alias costs no body transfer.
+        """
+        try:
+            changed = self._read_if_changed(self.alias_key(name, alias), tag)
+        except _Missing:
+            raise NotInStore(
+                f"No version of model {name} is published under alias {alias} yet.",
+                detail=f"store {self.uri}; publish with `python -m training train --promote`",
+            ) from None
+        if changed is None:
+            return None
+        data, new_tag = changed
+        return Alias.from_json(data), new_tag
+
+    def list_aliases(self, name: str) -> dict[str, Alias]:
+        prefix = f"{check_name('model name', name)}/aliases/"
+        names = [key[len(prefix) :].removesuffix(".json") for key in self._list(prefix) if key.endswith(".json")]
+        aliases = {alias: self.read_alias(name, alias) for alias in sorted(names)}
+        return {alias: record for alias, record in aliases.items() if record is not None}
+
+    def set_alias(self, name: str, alias: str, version: str) -> Alias:
+        """Point `alias` at an existing `version`, remembering where it pointed before."""
+        self.read_manifest(name, version)  # raises NotInStore for a version that does not exist
+        current = self.read_alias(name, alias)
+        previous = current.version if current and current.version != version else None
+        if current and current.version == version:
+            previous = current.previous
+        moved = Alias(version=version, updated_at=utc_now(), previous=previous)
+        self._replace(self.alias_key(name, alias), moved.to_json())
+        return moved
+
+    def rollback(self, name: str, alias: str) -> Alias:
+        """Point `alias` back at the version it pointed to before its last move."""
+        current = self.read_alias(name, alias)
+        if current is None:
+            raise NotInStore(f"Model {name} has no alias {alias} to roll back.")
+        if not current.previous:
+            raise NotInStore(
+                f"Alias {alias} of {name} has no previous version to roll back to.",
+                detail=f"it points at {current.version}; use `promote VERSION` to choose one",
+            )
+        return self.set_alias(name, alias, current.previous)
+
+
+class LocalStore(ModelStore):
+    """A store in a local directory; the default for local work and tests."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.uri = str(root)
+
+    def _path(self, key: str) -> Path:
+        return self.root.joinpath(*key.split("/"))
+
+    def _read(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            raise _Missing(key) from None
+        except OSError as exc:
+            raise StoreUnreachable("The model store cannot be read.", detail=f"{self.uri}: {exc}") from None
+
+    def _read_if_changed(self, key: str, tag: str | None) -> tuple[bytes, str] | None:
+        path = self._path(key)
+        try:
+            stat = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise _Missing(key) from None
+        new_tag = f"{stat.st_mtime_ns}-{stat.st_size}-{stat.st_ino}"
+        return None if new_tag == tag else (self._read(key), new_tag)
+
+    def _create(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Write beside the target, then link: the name appears only with complete contents,
+            # and os.link refuses to replace an existing file.
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False) as tmp:
+                tmp.write(data)
+            try:
+                os.link(tmp.name, path)
+            finally:
+                os.unlink(tmp.name)
+        except FileExistsError:
+            raise VersionExists(f"{key} already exists; versions are immutable.") from None
+        except OSError as exc:
+            raise StoreAccessDenied(
+                "The model store cannot be written.", detail=f"{self.uri}: {exc}"
+            ) from None
+
+    def _replace(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False) as tmp:
+                tmp.write(data)
+            os.replace(tmp.name, path)
+        except OSError as exc:
+            raise StoreAccessDenied(
+                "The model store cannot be written.", detail=f"{self.uri}: {exc}"
+            ) from None
+
+    def _list(self, prefix: str) -> list[str]:
+        base = self._path(prefix) if prefix else self.root
+        if not base.is_dir():
+            return []
+        return [
+            path.relative_to(self.root).as_posix()
+            for path in base.rglob("*")
+            if path.is_file() and not path.name.startswith(".tmp-")
+        ]
+
+
+class S3Store(ModelStore):
+    """A store under `s3://bucket/prefix`. Writes of a version are conditional (If-None-Match: *)."""
+
+    def __init__(self, bucket: str, prefix: str, client: BaseClient | None = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self._client = client
+
+    @property
+    def client(self) -> BaseClient:
+        if self._client is None:
+            self._client = make_s3_client()
+        return self._client
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _read(self, key: str) -> bytes:
+        with self._translate(key):
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+
+    def _read_if_changed(self, key: str, tag: str | None) -> tuple[bytes, str] | None:
+        conditional = {"IfNoneMatch": tag} if tag else {}
+        with self._translate(key, not_modified_ok=True):
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **conditional)
+            return response["Body"].read(), response["ETag"]
+        return None  # 304 Not Modified
+
+    def _create(self, key: str, data: bytes) -> None:
+        with self._translate(key):
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                Body=data,
+                IfNoneMatch="*",
+                ChecksumAlgorithm="SHA256",
+            )
+
+    def _replace(self, key: str, data: bytes) -> None:
+        with self._translate(key):
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                Body=data,
+                ContentType="application/json",
+                ChecksumAlgorithm="SHA256",
+            )
+
+    def _list(self, prefix: str) -> list[str]:
+        root = f"{self.prefix}/" if self.prefix else ""
+        keys: list[str] = []
+        with self._translate(prefix):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=root + prefix
+            )
+            for page in pages:
+                keys.extend(item["Key"][len(root) :] for item in page.get("Contents", []))
+        return keys
+
+    def _translate(self, key: str, not_modified_ok: bool = False) -> _S3Errors:
+        return _S3Errors(self, key, not_modified_ok)
+
+
+class _S3Errors:
+    """Context manager that turns botocore failures into lambda-forest errors (the adapter boundary)."""
+
+    def __init__(self, store: S3Store, key: str, not_modified_ok: bool) -> None:
+        self.store = store
+        self.key = key
+        self.not_modified_ok = not_modified_ok
+
+    def __enter__(self) -> _S3Errors:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None:
+            return False
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+        where = f"{self.store.uri}/{self.key}"
+        if isinstance(exc, ClientError):
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status == 304 and self.not_modified_ok:
+                return True
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise _Missing(self.key) from None
+            if code == "PreconditionFailed" or status == 412:
+                raise VersionExists(f"{self.key} already exists; versions are immutable.") from None
+            if code == "NoSuchBucket":
+                raise StoreAccessDenied(
+                    "The model store's bucket does not exist.",
+                    detail=f"bucket {self.store.bucket!r} ({where}): create it or check --store",
+                ) from None
+            if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                raise StoreAccessDenied(
+                    "Access to the model store was refused.",
+                    detail=f"{where}: {code}; check the credentials and the bucket policy",
+                ) from None
+            raise StoreUnreachable("The model store returned an error.", detail=f"{where}: {code}") from None
+        if isinstance(exc, NoCredentialsError):
+            raise StoreAccessDenied(
+                "No AWS credentials were found for the model store.",
+                detail=f"{where}: configure credentials (aws configure, AWS_PROFILE or env vars)",
+            ) from None
+        if isinstance(exc, BotoCoreError):
+            raise StoreUnreachable(
+                "The model store cannot be reached.", detail=f"{where}: {type(exc).__name__}: {exc}"
+            ) from None
+        return False
+
+
+def make_s3_client() -> BaseClient:
+    """An S3 client with explicit timeouts and standard retries.
+
+    The endpoint honours AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL (boto3 reads them), which is how local
+    runs and tests point at moto's server.
+    """
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=S3_CONNECT_TIMEOUT_SECONDS,
+        read_timeout=S3_READ_TIMEOUT_SECONDS,
+        retries={"mode": "standard", "max_attempts": S3_MAX_ATTEMPTS},
+    )
+    return boto3.client("s3", config=config)
+
+
+def open_store(uri: str) -> ModelStore:
+    """The store at `uri`: `s3://bucket/prefix`, `file:///path`, or a plain local path."""
+    if uri.startswith("s3://"):
+        bucket, _, prefix = uri[len("s3://") :].partition("/")
+        if not bucket:
+            raise ConfigError(f"The store URI {uri!r} names no bucket; expected s3://BUCKET/PREFIX.")
+        return S3Store(bucket, prefix)
+    if "://" in uri and not uri.startswith("file://"):
+        raise ConfigError(
+            f"The store URI {uri!r} is not supported; expected s3://BUCKET/PREFIX or a local directory."
+        )
+    return LocalStore(Path(uri.removeprefix("file://")).expanduser().resolve())

@@ -1,0 +1,1 @@
+"""Train random forests and publish them to a lambda-forest model store."""

@@ -1,0 +1,219 @@
+"""`python -m training`: train, publish, list, show, promote and roll back models in a store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from lambda_forest.errors import LambdaForestError, TrainingError
+from lambda_forest.manifest import Manifest
+from lambda_forest.store import DEFAULT_ALIAS, ModelStore, open_store
+
+DEFAULT_STORE = os.environ.get("LAMBDA_FOREST_STORE", "./model-store")
+
+EXIT_ERROR = 1
+EXIT_QUALITY_GATE = 3
+
+
+def _max_features(value: str) -> str | float | int | None:
+    if value in ("sqrt", "log2"):
+        return value
+    if value in ("all", "none", "None"):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        fraction = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected sqrt, log2, all, a count or a fraction") from None
+    if not 0 < fraction <= 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: a fraction must be in (0, 1]")
+    return fraction
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    parser.add_argument("--store", default=DEFAULT_STORE,
+                        help="model store: a local directory or s3://BUCKET/PREFIX (default %(default)s, "
+                             "or $LAMBDA_FOREST_STORE)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a forest, evaluate it and publish a version")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", help="built-in dataset: iris, wine, breast_cancer, digits, diabetes")
+    source.add_argument("--csv", type=Path, help="a CSV file with a header row")
+    train.add_argument("--target", help="the CSV column to predict (with --csv)")
+    train.add_argument("--task", choices=["classification", "regression"],
+                       help="override the task inferred from the target")
+    train.add_argument("--name", help="model name in the store (default: the dataset or CSV file name)")
+    train.add_argument("--trees", type=_positive_int, default=100, help="number of trees (default %(default)s)")
+    train.add_argument("--max-depth", type=_positive_int, help="deepest a tree may grow (default: unlimited)")
+    train.add_argument("--min-samples-leaf", type=_positive_int, default=1,
+                       help="fewest training rows in a leaf (default %(default)s)")
+    train.add_argument("--max-features", type=_max_features, default="sqrt",
+                       help="features tried per split: sqrt, log2, all, a count or a fraction "
+                            "(default sqrt for classifiers, all for regressors)")
+    train.add_argument("--class-weight", choices=["balanced", "balanced_subsample"],
+                       help="weight classes inversely to their frequency (classifiers)")
+    train.add_argument("--random-state", type=int, default=42, help="seed (default %(default)s)")
+    train.add_argument("--n-jobs", type=int, default=-1, help="training processes; -1 uses every core")
+    train.add_argument("--test-size", type=float, default=0.2, help="hold-out fraction (default %(default)s)")
+    train.add_argument("--min-score", type=float,
+                       help="refuse to publish below this hold-out score (accuracy, or R² for regressors)")
+    train.add_argument("--promote", action="store_true", help=f"point the {DEFAULT_ALIAS!r} alias at the new version")
+    train.add_argument("--alias", default=DEFAULT_ALIAS, help="alias that --promote moves (default %(default)s)")
+
+    listing = commands.add_parser("list", help="versions of a model, newest first, with metrics and aliases")
+    listing.add_argument("--name", required=True)
+
+    show = commands.add_parser("show", help="a version's manifest")
+    show.add_argument("version")
+    show.add_argument("--name", required=True)
+
+    promote = commands.add_parser("promote", help="point an alias at a version")
+    promote.add_argument("version")
+    promote.add_argument("--name", required=True)
+    promote.add_argument("--alias", default=DEFAULT_ALIAS)
+
+    rollback = commands.add_parser("rollback", help="point an alias back at its previous version")
+    rollback.add_argument("--name", required=True)
+    rollback.add_argument("--alias", default=DEFAULT_ALIAS)
+    return parser
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def command_train(args: argparse.Namespace, store: ModelStore) -> int:
+    from training.data import load_builtin, load_csv
+    from training.forest import ForestParams, build_artifact, publish, train
+
+    started = time.perf_counter()
+    if args.csv is not None:
+        if not args.target:
+            raise TrainingError("--csv needs --target COLUMN: the column to predict.")
+        say(f"reading {args.csv}")
+        data = load_csv(args.csv, args.target, args.task)
+        name = args.name or args.csv.stem
+    else:
+        say(f"loading dataset {args.dataset}")
+        data = load_builtin(args.dataset)
+        name = args.name or args.dataset
+    params = ForestParams(
+        n_estimators=args.trees,
+        max_depth=args.max_depth,
+        min_samples_leaf=args.min_samples_leaf,
+        max_features=args.max_features,
+        class_weight=args.class_weight,
+        random_state=args.random_state,
+        n_jobs=args.n_jobs,
+    )
+    model = train(data, params, args.test_size, progress=say)
+    metric, score = model.primary_metric
+    say("hold-out " + ", ".join(f"{key} {value:.4f}" for key, value in model.metrics.items()))
+    if args.min_score is not None and score < args.min_score:
+        say(f"error: hold-out {metric} {score:.4f} is below --min-score {args.min_score}; nothing was published.")
+        return EXIT_QUALITY_GATE
+    say("packaging and verifying the artifact")
+    manifest, files = build_artifact(name, model)
+    say(f"publishing {name} {manifest.version} to {store.uri}")
+    publish(store, manifest, files)
+    promoted = store.set_alias(name, args.alias, manifest.version) if args.promote else None
+    print(f"published {name} version {manifest.version}")
+    print(f"  store    {store.uri}")
+    print(f"  task     {manifest.task}, {manifest.params['n_estimators']} trees, {len(manifest.feature_names)} features")
+    print(f"  metrics  " + ", ".join(f"{key}={value}" for key, value in manifest.metrics.items()))
+    print(f"  size     {sum(map(len, files.values())) / 1e6:.2f} MB in {', '.join(files)}")
+    if promoted:
+        print(f"  alias    {args.alias} -> {manifest.version} (was {promoted.previous or 'unset'})")
+    else:
+        print(f"  promote  python -m training --store {args.store} promote {manifest.version} --name {name}")
+    print(f"  took     {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def command_list(args: argparse.Namespace, store: ModelStore) -> int:
+    versions = store.list_versions(args.name)
+    if not versions:
+        raise TrainingError(f"Model {args.name} has no published versions in {store.uri}; train one first.")
+    aliases = _aliases_by_version(store, args.name)
+    for version in versions:
+        manifest = Manifest.from_json(store.read_manifest(args.name, version))
+        metrics = ", ".join(f"{key}={value:.4g}" for key, value in manifest.metrics.items())
+        tags = f"  [{', '.join(aliases.get(version, []))}]" if version in aliases else ""
+        print(f"{version}  {manifest.estimator:<22} {metrics}{tags}")
+    return 0
+
+
+def _aliases_by_version(store: ModelStore, name: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for alias_name, alias in store.list_aliases(name).items():
+        found.setdefault(alias.version, []).append(alias_name)
+    return found
+
+
+def command_show(args: argparse.Namespace, store: ModelStore) -> int:
+    manifest = Manifest.from_json(store.read_manifest(args.name, args.version))
+    print(json.dumps(manifest.to_dict(), indent=2))
+    return 0
+
+
+def command_promote(args: argparse.Namespace, store: ModelStore) -> int:
+    moved = store.set_alias(args.name, args.alias, args.version)
+    print(f"{args.name}: {args.alias} -> {moved.version} (was {moved.previous or 'unset'})")
+    return 0
+
+
+def command_rollback(args: argparse.Namespace, store: ModelStore) -> int:
+    before = store.read_alias(args.name, args.alias)
+    moved = store.rollback(args.name, args.alias)
+    print(f"{args.name}: {args.alias} -> {moved.version} (rolled back from {before.version if before else '?'})")
+    return 0
+
+
+COMMANDS = {
+    "train": command_train,
+    "list": command_list,
+    "show": command_show,
+    "promote": command_promote,
+    "rollback": command_rollback,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args, open_store(args.store))
+    except LambdaForestError as error:
+        say(f"error: {error}")
+        if args.debug:
+            traceback.print_exc()
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        say("interrupted; nothing was published after the last completed step")
+        return 130
+    except Exception as error:  # an unexpected bug: one line by default, the traceback on request
+        say(f"error: unexpected {type(error).__name__}: {error} (run with --debug for the traceback)")
+        if args.debug:
+            traceback.print_exc()
+        return EXIT_ERROR

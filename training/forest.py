@@ -1,0 +1,145 @@
+"""Fit a random forest, evaluate it on a hold-out set, and publish it as a versioned artifact."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from lambda_forest.artifact import runtime_versions, serialize_estimator, sha256
+from lambda_forest.errors import TrainingError
+from lambda_forest.manifest import CLASSIFICATION, FileEntry, Manifest
+from lambda_forest.store import MODEL_FILE, ModelStore, check_name, make_version
+from training.data import Dataset, check_trainable, describe_features
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ForestParams:
+    n_estimators: int = 100
+    max_depth: int | None = None
+    min_samples_leaf: int = 1
+    max_features: str | float | int | None = "sqrt"
+    class_weight: str | None = None
+    random_state: int = 42
+    n_jobs: int | None = -1
+
+    def for_estimator(self, task: str) -> dict[str, Any]:
+        params = {
+            "n_estimators": self.n_estimators,
+            "max_depth": self.max_depth,
+            "min_samples_leaf": self.min_samples_leaf,
+            "max_features": self.max_features,
+            "random_state": self.random_state,
+            "n_jobs": self.n_jobs,
+        }
+        if task == CLASSIFICATION:
+            params["class_weight"] = self.class_weight
+        elif self.class_weight:
+            raise TrainingError("--class-weight applies to classifiers only; this target is a regression.")
+        if task != CLASSIFICATION and self.max_features == "sqrt":
+            params["max_features"] = 1.0  # scikit-learn's default for regressors: every feature
+        return params
+
+
+@dataclass
+class TrainedModel:
+    estimator: Any
+    data: Dataset
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    holdout_X: np.ndarray
+    holdout_y: np.ndarray
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
+
+    @property
+    def primary_metric(self) -> tuple[str, float]:
+        key = "accuracy" if self.data.task == CLASSIFICATION else "r2"
+        return key, self.metrics[key]
+
+
+def train(data: Dataset, params: ForestParams, test_size: float = 0.2, progress: Progress = print) -> TrainedModel:
+    """Fit on a (stratified, for classifiers) training split and score on the hold-out rows."""
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+    from sklearn.model_selection import train_test_split
+
+    check_trainable(data)
+    if not 0 < test_size < 1:
+        raise TrainingError(f"--test-size {test_size} must be between 0 and 1 (a fraction of the rows).")
+    classify = data.task == CLASSIFICATION
+    try:
+        X_train, X_test, y_train, y_test = train_test_split(
+            data.X, data.y, test_size=test_size, random_state=params.random_state,
+            stratify=data.y if classify else None,
+        )
+    except ValueError as exc:
+        raise TrainingError(f"Cannot split {data.rows} rows into training and hold-out sets: {exc}") from None
+    estimator_params = params.for_estimator(data.task)
+    estimator = (RandomForestClassifier if classify else RandomForestRegressor)(**estimator_params)
+    progress(f"training {params.n_estimators} trees on {len(y_train)} rows x {data.X.shape[1]} features "
+             f"({data.task}), holding out {len(y_test)} rows")
+    try:
+        estimator.fit(X_train, y_train)
+    except ValueError as exc:
+        raise TrainingError(f"Training failed: {exc}") from None
+    metrics = evaluate(estimator, X_test, y_test, classify)
+    return TrainedModel(estimator, data, estimator_params, metrics, X_test, y_test)
+
+
+def evaluate(estimator: Any, X: np.ndarray, y: np.ndarray, classify: bool) -> dict[str, float]:
+    from sklearn import metrics
+
+    if not classify:
+        predicted = estimator.predict(X)
+        return {
+            "rmse": round(float(np.sqrt(metrics.mean_squared_error(y, predicted))), 6),
+            "mae": round(float(metrics.mean_absolute_error(y, predicted)), 6),
+            "r2": round(float(metrics.r2_score(y, predicted)), 6),
+        }
+    proba = estimator.predict_proba(X)
+    predicted = estimator.classes_.take(np.argmax(proba, axis=1))
+    scores = {
+        "accuracy": round(float(metrics.accuracy_score(y, predicted)), 6),
+        "f1_macro": round(float(metrics.f1_score(y, predicted, average="macro")), 6),
+    }
+    if len(np.unique(y)) == len(estimator.classes_):  # AUC needs every class in the hold-out set
+        if len(estimator.classes_) == 2:
+            auc = metrics.roc_auc_score(y == estimator.classes_[1], proba[:, 1])
+        else:
+            auc = metrics.roc_auc_score(y, proba, multi_class="ovr", labels=estimator.classes_)
+        scores["roc_auc_ovr"] = round(float(auc), 6)
+    return scores
+
+
+def build_artifact(name: str, model: TrainedModel) -> tuple[Manifest, dict[str, bytes]]:
+    """The manifest and the files of a new version, ready to publish."""
+    check_name("model name", name)
+    model_bytes = serialize_estimator(model.estimator)
+    model_sha = sha256(model_bytes)
+    data = model.data
+    classes = model.estimator.classes_.tolist() if data.task == CLASSIFICATION else None
+    manifest = Manifest(
+        name=name,
+        version=make_version(model.created_at, model_sha),
+        created_at=model.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        task=data.task,
+        estimator=type(model.estimator).__name__,
+        params={key: value for key, value in model.params.items() if key != "n_jobs"},
+        target=data.target,
+        feature_names=data.feature_names,
+        classes=classes,
+        metrics=model.metrics,
+        training_data={"source": data.source, "rows": data.rows, "sha256": data.sha256},
+        feature_stats=describe_features(data),
+        artifact=FileEntry(file=MODEL_FILE, sha256=model_sha, bytes=len(model_bytes)),
+        runtime=runtime_versions(),
+    )
+    return manifest, {MODEL_FILE: model_bytes}
+
+
+def publish(store: ModelStore, manifest: Manifest, files: dict[str, bytes]) -> None:
+    store.publish(manifest.name, manifest.version, files, manifest.to_json())
