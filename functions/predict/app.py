@@ -7,6 +7,8 @@ Routes are thin: the request shapes live in `lambda_forest.schema`, loading in
 from __future__ import annotations
 
 import time
+import warnings
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -32,9 +34,12 @@ from lambda_forest.schema import (
     predict_response,
     rows_to_matrix,
 )
-from lambda_forest.store import open_store
+from lambda_forest.store import ModelStore, open_store
 
 ROUTES = {"/predict": ["POST"], "/model": ["GET"], "/health": ["GET"]}
+
+# Requests that fail early publish only their error metric, flushed on its own; that is expected.
+warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 logger = Logger()
 metrics = Metrics()
@@ -52,9 +57,11 @@ def record_refresh_failure(error: LambdaForestError) -> None:
     logger.warning("model refresh failed", extra={"reason": type(error).__name__, "detail": str(error)})
 
 
-def build_model_cache(config: FunctionConfig) -> ModelCache:
+def build_model_cache(
+    config: FunctionConfig, store_opener: Callable[[str], ModelStore] = open_store
+) -> ModelCache:
     return ModelCache(
-        lambda: open_store(config.model_store),
+        lambda: store_opener(config.model_store),
         config.model_name,
         version=config.model_version,
         alias=config.model_alias,
@@ -140,7 +147,7 @@ def reply_with_error(error: LambdaForestError) -> Response:
         logger.error("request failed", extra={"code": error.code, "reason": type(error).__name__,
                                               "detail": str(error)})
     else:
-        logger.info("request refused", extra={"code": error.code, "message": error.message})
+        logger.info("request refused", extra={"code": error.code, "error_message": error.message})
     headers: dict[str, str] = {}
     if isinstance(error, ModelUnavailable):
         headers["Retry-After"] = str(error.retry_after_seconds)

@@ -1,0 +1,175 @@
+"""Shared fixtures: fake AWS, tiny models trained on the fly, stores of both kinds, the handler."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Before anything imports boto3 or the function: fake credentials, no profile, no real endpoint.
+for _key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+    os.environ.pop(_key, None)
+os.environ.update(
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_DEFAULT_REGION="us-east-1",
+    AWS_REGION="us-east-1",
+    POWERTOOLS_SERVICE_NAME="predict",
+    POWERTOOLS_METRICS_NAMESPACE="LambdaForestTests",
+    POWERTOOLS_TRACE_DISABLED="true",
+    POWERTOOLS_LOG_LEVEL="WARNING",
+    MODEL_STORE="/nonexistent/lambda-forest-store",
+    MODEL_NAME="iris",
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENTS = ROOT / "events"
+BUCKET = "lambda-forest-test-models"
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+_real_connect = socket.socket.connect
+
+
+def _loopback_only(self: socket.socket, address: Any) -> Any:
+    """Unit tests never leave the machine: a connection to anything but loopback fails at once."""
+    if isinstance(address, tuple) and address[0] not in LOOPBACK:
+        raise ConnectionRefusedError(f"tests may not connect to {address[0]}")
+    return _real_connect(self, address)
+
+
+socket.socket.connect = _loopback_only  # type: ignore[method-assign]
+
+
+# Models: trained once per session, small enough to be quick.
+
+
+@pytest.fixture(scope="session")
+def trained_iris() -> Any:
+    from training.data import load_builtin
+    from training.forest import ForestParams, train
+
+    return train(load_builtin("iris"), ForestParams(n_estimators=15, n_jobs=1), progress=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def trained_diabetes() -> Any:
+    from training.data import load_builtin
+    from training.forest import ForestParams, train
+
+    return train(load_builtin("diabetes"), ForestParams(n_estimators=10, n_jobs=1), progress=lambda _: None)
+
+
+# Stores.
+
+
+@pytest.fixture
+def local_store(tmp_path: Path) -> Any:
+    from lambda_forest.store import LocalStore
+
+    return LocalStore(tmp_path / "model-store")
+
+
+@pytest.fixture
+def s3_store() -> Iterator[Any]:
+    from moto import mock_aws
+
+    from lambda_forest.store import S3Store, make_s3_client
+
+    with mock_aws():
+        client = make_s3_client()
+        client.create_bucket(Bucket=BUCKET)
+        client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        yield S3Store(BUCKET, "models", client)
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest) -> Any:
+    return request.getfixturevalue(f"{request.param}_store")
+
+
+def publish_model(store: Any, trained: Any, name: str = "iris", promote: bool = True) -> Any:
+    """Publish a trained model; returns its manifest."""
+    from training.forest import build_artifact, publish
+
+    manifest, files = build_artifact(name, trained)
+    publish(store, manifest, files)
+    if promote:
+        store.set_alias(name, "live", manifest.version)
+    return manifest
+
+
+@pytest.fixture
+def published_iris(local_store: Any, trained_iris: Any) -> Any:
+    return publish_model(local_store, trained_iris)
+
+
+# The handler, invoked in-process with API Gateway REST proxy events.
+
+
+@dataclass
+class FakeLambdaContext:
+    function_name: str = "lambda-forest-predict"
+    function_version: str = "$LATEST"
+    memory_limit_in_mb: int = 1024
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:lambda-forest-predict"
+    aws_request_id: str = "00000000-0000-4000-8000-000000000000"
+    log_group_name: str = "/aws/lambda/lambda-forest-predict"
+    log_stream_name: str = "2026/11/30/[$LATEST]0"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 29_000
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: Any
+
+
+def load_event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / name).read_text())
+
+
+def api_event(method: str, path: str, body: Any = None, *, raw: str | None = None, b64: bool = False) -> dict[str, Any]:
+    """An API Gateway REST proxy event built from the committed health event."""
+    event = load_event("health.json")
+    text = raw if raw is not None else (None if body is None else json.dumps(body))
+    if b64 and text is not None:
+        text = base64.b64encode(text.encode()).decode()
+    event.update(httpMethod=method, path=path, body=text, isBase64Encoded=b64)
+    event["requestContext"].update(httpMethod=method, resourcePath=path, path=f"/Prod{path}")
+    return event
+
+
+@pytest.fixture
+def handler(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Callable[[dict[str, Any]], Reply]]:
+    """`handler(store, name=..., **settings)` points the function at a store and returns `invoke(event)`."""
+    import app
+
+    from lambda_forest.config import FunctionConfig
+
+    def configure(store: Any, name: str = "iris", **settings: Any) -> Callable[[dict[str, Any]], Reply]:
+        config = FunctionConfig(model_store=store.uri, model_name=name, **settings)
+        cache = app.build_model_cache(config, store_opener=lambda _uri: store)
+        monkeypatch.setattr(app, "config", config)
+        monkeypatch.setattr(app, "models", cache)
+
+        def invoke(event: dict[str, Any]) -> Reply:
+            response = app.lambda_handler(event, FakeLambdaContext())
+            headers = {key.lower(): value for key, value in (response.get("headers") or {}).items()}
+            for key, values in (response.get("multiValueHeaders") or {}).items():
+                headers[key.lower()] = ", ".join(values)
+            body = json.loads(response["body"]) if response.get("body") else None
+            return Reply(response["statusCode"], headers, body)
+
+        return invoke
+
+    return configure
