@@ -153,7 +153,6 @@ def api_event(method: str, path: str, body: Any = None, *, raw: str | None = Non
 def handler(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Callable[[dict[str, Any]], Reply]]:
     """`handler(store, name=..., **settings)` points the function at a store and returns `invoke(event)`."""
     import app
-
     from lambda_forest.config import FunctionConfig
 
     def configure(store: Any, name: str = "iris", **settings: Any) -> Callable[[dict[str, Any]], Reply]:

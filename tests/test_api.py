@@ -90,8 +90,17 @@ def test_predictions_equal_the_estimators_own(
 
 def test_model_route_shows_public_manifest_fields(iris_api: Any, published_iris: Any) -> None:
     body = iris_api(load_event("model.json")).body
-    assert set(body) == {"name", "version", "task", "estimator", "feature_names", "classes", "metrics",
-                         "created_at", "runtime"}
+    assert set(body) == {
+        "name",
+        "version",
+        "task",
+        "estimator",
+        "feature_names",
+        "classes",
+        "metrics",
+        "created_at",
+        "runtime",
+    }
     assert body["version"] == published_iris.version
     assert body["feature_names"] == published_iris.feature_names
 
@@ -170,8 +179,9 @@ request_like = st.fixed_dictionaries(
         "instances": st.lists(
             st.lists(st.floats() | st.integers() | st.booleans() | st.none(), min_size=3, max_size=5)
             | st.dictionaries(
-                st.sampled_from(["sepal length (cm)", "sepal width (cm)", "petal length (cm)",
-                                 "petal width (cm)", "other"]),
+                st.sampled_from(
+                    ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)", "other"]
+                ),
                 st.floats() | st.integers() | st.text(max_size=3),
             ),
             max_size=4,

@@ -51,9 +51,11 @@ def _positive_int(value: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
-    parser.add_argument("--store", default=DEFAULT_STORE,
-                        help="model store: a local directory or s3://BUCKET/PREFIX (default %(default)s, "
-                             "or $LAMBDA_FOREST_STORE)")
+    parser.add_argument(
+        "--store",
+        default=DEFAULT_STORE,
+        help="model store: a local directory or s3://BUCKET/PREFIX (default %(default)s, or $LAMBDA_FOREST_STORE)",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -62,23 +64,33 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--dataset", help="built-in dataset: iris, wine, breast_cancer, digits, diabetes")
     source.add_argument("--csv", type=Path, help="a CSV file with a header row")
     train.add_argument("--target", help="the CSV column to predict (with --csv)")
-    train.add_argument("--task", choices=["classification", "regression"],
-                       help="override the task inferred from the target")
+    train.add_argument(
+        "--task", choices=["classification", "regression"], help="override the task inferred from the target"
+    )
     train.add_argument("--name", help="model name in the store (default: the dataset or CSV file name)")
     train.add_argument("--trees", type=_positive_int, default=100, help="number of trees (default %(default)s)")
     train.add_argument("--max-depth", type=_positive_int, help="deepest a tree may grow (default: unlimited)")
-    train.add_argument("--min-samples-leaf", type=_positive_int, default=1,
-                       help="fewest training rows in a leaf (default %(default)s)")
-    train.add_argument("--max-features", type=_max_features, default="sqrt",
-                       help="features tried per split: sqrt, log2, all, a count or a fraction "
-                            "(default sqrt for classifiers, all for regressors)")
-    train.add_argument("--class-weight", choices=["balanced", "balanced_subsample"],
-                       help="weight classes inversely to their frequency (classifiers)")
+    train.add_argument(
+        "--min-samples-leaf", type=_positive_int, default=1, help="fewest training rows in a leaf (default %(default)s)"
+    )
+    train.add_argument(
+        "--max-features",
+        type=_max_features,
+        default="sqrt",
+        help="features tried per split: sqrt, log2, all, a count or a fraction "
+        "(default sqrt for classifiers, all for regressors)",
+    )
+    train.add_argument(
+        "--class-weight",
+        choices=["balanced", "balanced_subsample"],
+        help="weight classes inversely to their frequency (classifiers)",
+    )
     train.add_argument("--random-state", type=int, default=42, help="seed (default %(default)s)")
     train.add_argument("--n-jobs", type=int, default=-1, help="training processes; -1 uses every core")
     train.add_argument("--test-size", type=float, default=0.2, help="hold-out fraction (default %(default)s)")
-    train.add_argument("--min-score", type=float,
-                       help="refuse to publish below this hold-out score (accuracy, or R² for regressors)")
+    train.add_argument(
+        "--min-score", type=float, help="refuse to publish below this hold-out score (accuracy, or R² for regressors)"
+    )
     train.add_argument("--promote", action="store_true", help=f"point the {DEFAULT_ALIAS!r} alias at the new version")
     train.add_argument("--alias", default=DEFAULT_ALIAS, help="alias that --promote moves (default %(default)s)")
 
@@ -141,8 +153,10 @@ def command_train(args: argparse.Namespace, store: ModelStore) -> int:
     promoted = store.set_alias(name, args.alias, manifest.version) if args.promote else None
     print(f"published {name} version {manifest.version}")
     print(f"  store    {store.uri}")
-    print(f"  task     {manifest.task}, {manifest.params['n_estimators']} trees, {len(manifest.feature_names)} features")
-    print(f"  metrics  " + ", ".join(f"{key}={value}" for key, value in manifest.metrics.items()))
+    print(
+        f"  task     {manifest.task}, {manifest.params['n_estimators']} trees, {len(manifest.feature_names)} features"
+    )
+    print("  metrics  " + ", ".join(f"{key}={value}" for key, value in manifest.metrics.items()))
     print(f"  size     {sum(map(len, files.values())) / 1e6:.2f} MB in {', '.join(files)}")
     if promoted:
         print(f"  alias    {args.alias} -> {manifest.version} (was {promoted.previous or 'unset'})")

@@ -111,9 +111,7 @@ def load_csv(path: Path, target: str, task: str | None = None) -> Dataset:
         if not record or all(not cell.strip() for cell in record):
             continue
         if len(record) != len(header):
-            raise TrainingError(
-                f"CSV file {path} line {line} has {len(record)} fields; the header has {len(header)}."
-            )
+            raise TrainingError(f"CSV file {path} line {line} has {len(record)} fields; the header has {len(header)}.")
         row = []
         for i, cell in enumerate(record):
             if i == target_index:

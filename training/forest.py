@@ -73,15 +73,20 @@ def train(data: Dataset, params: ForestParams, test_size: float = 0.2, progress:
     classify = data.task == CLASSIFICATION
     try:
         X_train, X_test, y_train, y_test = train_test_split(
-            data.X, data.y, test_size=test_size, random_state=params.random_state,
+            data.X,
+            data.y,
+            test_size=test_size,
+            random_state=params.random_state,
             stratify=data.y if classify else None,
         )
     except ValueError as exc:
         raise TrainingError(f"Cannot split {data.rows} rows into training and hold-out sets: {exc}") from None
     estimator_params = params.for_estimator(data.task)
     estimator = (RandomForestClassifier if classify else RandomForestRegressor)(**estimator_params)
-    progress(f"training {params.n_estimators} trees on {len(y_train)} rows x {data.X.shape[1]} features "
-             f"({data.task}), holding out {len(y_test)} rows")
+    progress(
+        f"training {params.n_estimators} trees on {len(y_train)} rows x {data.X.shape[1]} features "
+        f"({data.task}), holding out {len(y_test)} rows"
+    )
     try:
         estimator.fit(X_train, y_train)
     except ValueError as exc:

@@ -57,9 +57,7 @@ def record_refresh_failure(error: LambdaForestError) -> None:
     logger.warning("model refresh failed", extra={"reason": type(error).__name__, "detail": str(error)})
 
 
-def build_model_cache(
-    config: FunctionConfig, store_opener: Callable[[str], ModelStore] = open_store
-) -> ModelCache:
+def build_model_cache(config: FunctionConfig, store_opener: Callable[[str], ModelStore] = open_store) -> ModelCache:
     return ModelCache(
         lambda: store_opener(config.model_store),
         config.model_name,
@@ -100,8 +98,9 @@ def health() -> dict[str, Any]:
 def run_prediction(model: LoadedModel, rows: Any, with_probabilities: bool) -> Prediction:
     started = time.perf_counter()
     result = model.predictor.predict(rows, with_probabilities)
-    metrics.add_metric(name="PredictionLatency", unit=MetricUnit.Milliseconds,
-                       value=(time.perf_counter() - started) * 1000)
+    metrics.add_metric(
+        name="PredictionLatency", unit=MetricUnit.Milliseconds, value=(time.perf_counter() - started) * 1000
+    )
     metrics.add_metric(name="RowsPerRequest", unit=MetricUnit.Count, value=len(rows))
     return result
 
@@ -120,8 +119,9 @@ def route_not_found(_: Exception) -> Response:
     if allowed:
         method = app.current_event.http_method
         return reply_with_error(
-            MethodNotAllowed(f"{method} is not allowed on {app.current_event.path}; use {', '.join(allowed)}.",
-                             allowed=allowed)
+            MethodNotAllowed(
+                f"{method} is not allowed on {app.current_event.path}; use {', '.join(allowed)}.", allowed=allowed
+            )
         )
     return reply_with_error(
         RouteNotFound(f"No route {app.current_event.path}; the routes are POST /predict, GET /model, GET /health.")
@@ -144,8 +144,7 @@ def reply_with_error(error: LambdaForestError) -> Response:
     with single_metric(name="Errors", unit=MetricUnit.Count, value=1, namespace=metrics.namespace) as metric:
         metric.add_dimension(name="code", value=error.code)
     if error.status >= 500:
-        logger.error("request failed", extra={"code": error.code, "reason": type(error).__name__,
-                                              "detail": str(error)})
+        logger.error("request failed", extra={"code": error.code, "reason": type(error).__name__, "detail": str(error)})
     else:
         logger.info("request refused", extra={"code": error.code, "error_message": error.message})
     headers: dict[str, str] = {}

@@ -85,8 +85,7 @@ class Manifest:
             raise InvalidArtifact("The model's manifest is not a JSON object.")
         if body.get("format") != MANIFEST_FORMAT:
             raise InvalidArtifact(
-                f"The model's manifest has format {body.get('format')!r}; this runtime reads format "
-                f"{MANIFEST_FORMAT}.",
+                f"The model's manifest has format {body.get('format')!r}; this runtime reads format {MANIFEST_FORMAT}.",
             )
         known = {name for name in cls.__dataclass_fields__ if name != "extra"}
         try:

@@ -134,9 +134,7 @@ class ModelCache:
                 self._current = self._load(alias.version)  # swapped only once fully loaded
             self._alias_tag = tag
         except LambdaForestError as error:
-            logger.warning(
-                "alias refresh failed; still serving %s: %s", self._current.manifest.version, error
-            )
+            logger.warning("alias refresh failed; still serving %s: %s", self._current.manifest.version, error)
             if self._on_refresh_failure:
                 self._on_refresh_failure(error)
 

@@ -58,9 +58,7 @@ def parse_predict_body(body: str | bytes | None, max_rows: int) -> PredictReques
     if not instances:
         raise InvalidRequest("'instances' is empty; expected at least one row.")
     if len(instances) > max_rows:
-        raise TooManyInstances(
-            f"'instances' has {len(instances)} rows; at most {max_rows} are accepted per request."
-        )
+        raise TooManyInstances(f"'instances' has {len(instances)} rows; at most {max_rows} are accepted per request.")
     probabilities = payload.get("probabilities", True)
     if not isinstance(probabilities, bool):
         raise InvalidRequest(f"'probabilities' is a JSON {_json_type(probabilities)}; expected true or false.")
@@ -89,9 +87,7 @@ def rows_to_matrix(instances: list[Any], feature_names: list[str]) -> np.ndarray
         for column, value in enumerate(values):
             if type(value) not in _NUMBER_TYPES or not _finite(value):
                 where = f"instances[{index}][{feature_names[column]!r}]"
-                raise InvalidInstances(
-                    f"{where} is {_describe(value)}; expected a finite number."
-                )
+                raise InvalidInstances(f"{where} is {_describe(value)}; expected a finite number.")
         matrix[index] = values
     return matrix
 

@@ -170,9 +170,7 @@ class ModelStore(ABC):
         """Complete versions (those with a manifest), newest first."""
         prefix = f"{check_name('model name', name)}/versions/"
         versions = {
-            key[len(prefix) :].split("/", 1)[0]
-            for key in self._list(prefix)
-            if key.endswith("/" + MANIFEST_FILE)
+            key[len(prefix) :].split("/", 1)[0] for key in self._list(prefix) if key.endswith("/" + MANIFEST_FILE)
         }
         return sorted(versions, reverse=True)
 
@@ -276,9 +274,7 @@ class LocalStore(ModelStore):
         except FileExistsError:
             raise VersionExists(f"{key} already exists; versions are immutable.") from None
         except OSError as exc:
-            raise StoreAccessDenied(
-                "The model store cannot be written.", detail=f"{self.uri}: {exc}"
-            ) from None
+            raise StoreAccessDenied("The model store cannot be written.", detail=f"{self.uri}: {exc}") from None
 
     def _replace(self, key: str, data: bytes) -> None:
         path = self._path(key)
@@ -288,9 +284,7 @@ class LocalStore(ModelStore):
                 tmp.write(data)
             os.replace(tmp.name, path)
         except OSError as exc:
-            raise StoreAccessDenied(
-                "The model store cannot be written.", detail=f"{self.uri}: {exc}"
-            ) from None
+            raise StoreAccessDenied("The model store cannot be written.", detail=f"{self.uri}: {exc}") from None
 
     def _list(self, prefix: str) -> list[str]:
         base = self._path(prefix) if prefix else self.root
@@ -356,9 +350,7 @@ class S3Store(ModelStore):
         root = f"{self.prefix}/" if self.prefix else ""
         keys: list[str] = []
         with self._translate(prefix):
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=root + prefix
-            )
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=root + prefix)
             for page in pages:
                 keys.extend(item["Key"][len(root) :] for item in page.get("Contents", []))
         return keys
@@ -442,7 +434,5 @@ def open_store(uri: str) -> ModelStore:
             raise ConfigError(f"The store URI {uri!r} names no bucket; expected s3://BUCKET/PREFIX.")
         return S3Store(bucket, prefix)
     if "://" in uri and not uri.startswith("file://"):
-        raise ConfigError(
-            f"The store URI {uri!r} is not supported; expected s3://BUCKET/PREFIX or a local directory."
-        )
+        raise ConfigError(f"The store URI {uri!r} is not supported; expected s3://BUCKET/PREFIX or a local directory.")
     return LocalStore(Path(uri.removeprefix("file://")).expanduser().resolve())

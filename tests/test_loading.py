@@ -1,0 +1,200 @@
+"""Loading rules (shared/DESIGN.md section 5): integrity, compatibility, refresh, store outages."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lambda_forest.artifact import sha256
+from lambda_forest.errors import IncompatibleModel, IntegrityError, ModelUnavailable
+from lambda_forest.manifest import FileEntry, Manifest
+from lambda_forest.model_cache import ModelCache
+from lambda_forest.store import MODEL_FILE, S3Store, make_s3_client
+from tests.conftest import BUCKET, api_event, load_event, publish_model
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def republish(store: Any, manifest: Manifest, version: str, model_bytes: bytes, **changes: Any) -> Manifest:
+    """Publish hand-made model bytes under a copy of `manifest` changed by `changes`."""
+    forged = dataclasses.replace(manifest, version=version, **changes)
+    store.publish(manifest.name, version, {MODEL_FILE: model_bytes}, forged.to_json())
+    return forged
+
+
+class CodeRunner:
+    """A pickle payload that would create a file when unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> Any:
+        return (Path.touch, (self.marker,))
+
+
+def test_tampered_model_is_refused_and_never_deserialised(
+    handler: Any, local_store: Any, published_iris: Any, tmp_path: Path
+) -> None:
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps(CodeRunner(marker))
+    # The real model's manifest (and sha256), with malicious bytes in place of model.joblib.
+    republish(local_store, published_iris, "20300101T000000Z-aaaaaaaa", evil)
+    reply = handler(local_store, model_version="20300101T000000Z-aaaaaaaa")(load_event("predict.json"))
+    assert (reply.status, reply.body["error"]["code"]) == (503, "model_unavailable")
+    assert "failed verification" in reply.body["error"]["message"]
+    assert "retry-after" in reply.headers
+    assert not marker.exists()
+
+
+def test_hash_is_checked_before_unpickling(published_iris: Any, tmp_path: Path) -> None:
+    from lambda_forest.artifact import load_estimator
+
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps(CodeRunner(marker))
+    with pytest.raises(IntegrityError):
+        load_estimator(published_iris, evil)
+    assert not marker.exists()
+
+
+def test_model_from_another_sklearn_version_is_refused(handler: Any, local_store: Any, published_iris: Any) -> None:
+    model = local_store.read_file("iris", published_iris.version, MODEL_FILE)
+    runtime = {**published_iris.runtime, "scikit-learn": "1.0.2"}
+    republish(local_store, published_iris, "20300101T000000Z-bbbbbbbb", model, runtime=runtime)
+    reply = handler(local_store, model_version="20300101T000000Z-bbbbbbbb")(load_event("predict.json"))
+    assert reply.status == 503
+    assert "trained with scikit-learn 1.0.2" in reply.body["error"]["message"]
+
+
+def test_pickle_from_another_sklearn_version_is_refused_even_if_the_manifest_lies(
+    trained_iris: Any, monkeypatch: pytest.MonkeyPatch, local_store: Any, published_iris: Any
+) -> None:
+    import sklearn.base
+
+    from lambda_forest.artifact import load_estimator, serialize_estimator
+
+    monkeypatch.setattr(sklearn.base, "__version__", "1.0.2")  # what __getstate__ records in the pickle
+    old_pickle = serialize_estimator(trained_iris.estimator)
+    monkeypatch.undo()
+    entry = FileEntry(MODEL_FILE, sha256(old_pickle), len(old_pickle))
+    manifest = dataclasses.replace(published_iris, artifact=entry)
+    with pytest.raises(IncompatibleModel, match=r"pickled by scikit-learn 1\.0\.2"):
+        load_estimator(manifest, old_pickle)
+
+
+def test_alias_move_is_picked_up_after_the_refresh_interval(
+    local_store: Any, trained_iris: Any, trained_diabetes: Any
+) -> None:
+    first = publish_model(local_store, trained_iris, name="m")
+    clock = FakeClock()
+    cache = ModelCache(lambda: local_store, "m", refresh_seconds=60, clock=clock)
+    assert cache.get().manifest.version == first.version
+
+    second = publish_model(local_store, trained_diabetes, name="m")
+    clock.advance(59)
+    assert cache.get().manifest.version == first.version  # not yet due
+    clock.advance(1)
+    assert cache.get().manifest.version == second.version
+
+
+def test_failed_refresh_keeps_the_last_good_model(local_store: Any, trained_iris: Any, published_iris: Any) -> None:
+    clock = FakeClock()
+    failures: list[Exception] = []
+    cache = ModelCache(lambda: local_store, "iris", refresh_seconds=10, clock=clock, on_refresh_failure=failures.append)
+    assert cache.get().manifest.version == published_iris.version
+
+    # The alias now points at a version whose model fails verification.
+    model = local_store.read_file("iris", published_iris.version, MODEL_FILE)
+    republish(local_store, published_iris, "20300101T000000Z-cccccccc", model + b"tampered")
+    local_store.set_alias("iris", "live", "20300101T000000Z-cccccccc")
+    clock.advance(10)
+    assert cache.get().manifest.version == published_iris.version
+    assert isinstance(failures[0], IntegrityError)
+
+    # Once the alias is fixed, the next due refresh picks the good version again.
+    local_store.set_alias("iris", "live", published_iris.version)
+    clock.advance(10)
+    assert cache.get().manifest.version == published_iris.version
+
+
+def test_pinned_version_ignores_the_alias(local_store: Any, trained_iris: Any, trained_diabetes: Any) -> None:
+    first = publish_model(local_store, trained_iris, name="m")
+    publish_model(local_store, trained_diabetes, name="m")
+    clock = FakeClock()
+    cache = ModelCache(lambda: local_store, "m", version=first.version, refresh_seconds=1, clock=clock)
+    assert cache.get().manifest.version == first.version
+    clock.advance(100)
+    assert cache.get().manifest.version == first.version
+
+
+def test_refresh_zero_never_rechecks(local_store: Any, trained_iris: Any, trained_diabetes: Any) -> None:
+    first = publish_model(local_store, trained_iris, name="m")
+    clock = FakeClock()
+    cache = ModelCache(lambda: local_store, "m", refresh_seconds=0, clock=clock)
+    cache.get()
+    publish_model(local_store, trained_diabetes, name="m")
+    clock.advance(10_000)
+    assert cache.get().manifest.version == first.version
+
+
+def test_a_failed_first_load_is_not_cached(local_store: Any, trained_iris: Any) -> None:
+    cache = ModelCache(lambda: local_store, "iris")
+    with pytest.raises(ModelUnavailable):
+        cache.get()
+    assert cache.current is None
+    publish_model(local_store, trained_iris)
+    assert cache.get().manifest.name == "iris"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_store_outage_at_first_load_is_503_then_recovers(
+    handler: Any, trained_iris: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real HTTP S3 endpoint (moto's server) that goes away and comes back."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{port}")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        client = make_s3_client()
+        client.create_bucket(Bucket=BUCKET)
+        store = S3Store(BUCKET, "models", client)
+        publish_model(store, trained_iris)
+    finally:
+        server.stop()
+
+    invoke = handler(S3Store(BUCKET, "models", make_s3_client()))
+    started = time.monotonic()
+    down = invoke(load_event("predict.json"))
+    assert time.monotonic() - started < 10
+    assert (down.status, down.body["error"]["code"]) == (503, "model_unavailable")
+    assert BUCKET not in str(down.body) and "127.0.0.1" not in str(down.body)
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        up = invoke(api_event("POST", "/predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]}))
+        assert up.status == 200 and up.body["predictions"] == ["setosa"]
+    finally:
+        server.stop()
