@@ -64,8 +64,11 @@ def strip_extensions(root: Path, strip: str | None) -> None:
 
 def precompile(root: Path, python_version: str) -> bool:
     if f"{sys.version_info.major}.{sys.version_info.minor}" != python_version:
-        print(f"trim_layer: this is Python {platform.python_version()}, not {python_version}; "
-              "the layer ships without bytecode (slower cold starts)", file=sys.stderr)
+        print(
+            f"trim_layer: this is Python {platform.python_version()}, not {python_version}; "
+            "the layer ships without bytecode (slower cold starts)",
+            file=sys.stderr,
+        )
         return False
     return compileall.compile_dir(
         root, quiet=1, workers=0, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH
@@ -76,8 +79,10 @@ def check_imports(root: Path, modules: list[str], python_version: str, platform_
     host_arch = platform.machine().replace("arm64", "aarch64")
     same_python = f"{sys.version_info.major}.{sys.version_info.minor}" == python_version
     if not same_python or not platform_tag.endswith(host_arch):
-        print(f"trim_layer: cannot run a {platform_tag} Python {python_version} layer here; imports not checked",
-              file=sys.stderr)
+        print(
+            f"trim_layer: cannot run a {platform_tag} Python {python_version} layer here; imports not checked",
+            file=sys.stderr,
+        )
         return
     code = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n"
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(root)}
@@ -102,8 +107,11 @@ def main() -> None:
     strip_extensions(args.root, args.strip)
     compiled = precompile(args.root, args.python_version)
     check_imports(args.root, args.check.split(","), args.python_version, args.platform)
-    print(f"trim_layer: {args.root} {before:.1f} MB -> {size_mb(args.root):.1f} MB"
-          f"{' (with bytecode)' if compiled else ''}", file=sys.stderr)
+    print(
+        f"trim_layer: {args.root} {before:.1f} MB -> {size_mb(args.root):.1f} MB"
+        f"{' (with bytecode)' if compiled else ''}",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

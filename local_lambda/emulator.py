@@ -64,8 +64,19 @@ def ensure_runtime(runtime_dir: Path = RUNTIME_DIR) -> Path:
     if stamp.exists() and stamp.read_text() == wanted:
         return runtime_dir
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--upgrade",
-         "--target", str(runtime_dir), "-r", str(RUNTIME_REQUIREMENTS)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--upgrade",
+            "--target",
+            str(runtime_dir),
+            "-r",
+            str(RUNTIME_REQUIREMENTS),
+        ],
         check=True,
     )
     stamp.write_text(wanted)
@@ -91,8 +102,13 @@ def local_environment(store: str, name: str, **settings: str) -> dict[str, str]:
         "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
     }
     # Credentials and endpoint overrides pass through (moto's server for an S3 store).
-    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
-                "AWS_ENDPOINT_URL_S3"):
+    for key in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+    ):
         if key in os.environ:
             env[key] = os.environ[key]
     env.update(settings)
@@ -106,6 +122,7 @@ class Emulator:
     environment: dict[str, str]
     build_dir: Path = BUILD_DIR
     port: int = field(default_factory=free_port)
+    runtime_api_port: int = field(default_factory=free_port)  # the emulator's default, 9001, may be taken
     memory_mb: int = 1024
     timeout_s: int = 20
     log_path: Path | None = None
@@ -143,9 +160,17 @@ class Emulator:
         log = self.log_path.open("wb")
         command = [
             str(emulator_binary()),
-            "--log-level", "info",
-            "--runtime-interface-emulator-address", f"127.0.0.1:{self.port}",
-            sys.executable, "-S", "-m", "awslambdaric", HANDLER,
+            "--log-level",
+            "info",
+            "--runtime-interface-emulator-address",
+            f"127.0.0.1:{self.port}",
+            "--runtime-api-address",
+            f"127.0.0.1:{self.runtime_api_port}",
+            sys.executable,
+            "-S",
+            "-m",
+            "awslambdaric",
+            HANDLER,
         ]
         self._process = subprocess.Popen(command, cwd=task_root, env=env, stdout=log, stderr=subprocess.STDOUT)
         self._wait_until_listening()

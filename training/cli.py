@@ -93,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--promote", action="store_true", help=f"point the {DEFAULT_ALIAS!r} alias at the new version")
     train.add_argument("--alias", default=DEFAULT_ALIAS, help="alias that --promote moves (default %(default)s)")
+    train.add_argument(
+        "--if-unpublished",
+        action="store_true",
+        help="do nothing when the alias already points at a version (for setup scripts)",
+    )
 
     listing = commands.add_parser("list", help="versions of a model, newest first, with metrics and aliases")
     listing.add_argument("--name", required=True)
@@ -121,16 +126,18 @@ def command_train(args: argparse.Namespace, store: ModelStore) -> int:
     from training.forest import ForestParams, build_artifact, publish, train
 
     started = time.perf_counter()
+    name = args.name or (args.csv.stem if args.csv is not None else args.dataset)
+    if args.if_unpublished and (current := store.read_alias(name, args.alias)):
+        print(f"{name}: {args.alias} already points at {current.version} in {store.uri}; not training")
+        return 0
     if args.csv is not None:
         if not args.target:
             raise TrainingError("--csv needs --target COLUMN: the column to predict.")
         say(f"reading {args.csv}")
         data = load_csv(args.csv, args.target, args.task)
-        name = args.name or args.csv.stem
     else:
         say(f"loading dataset {args.dataset}")
         data = load_builtin(args.dataset)
-        name = args.name or args.dataset
     params = ForestParams(
         n_estimators=args.trees,
         max_depth=args.max_depth,

@@ -1,0 +1,57 @@
+# lambda-forest, from a fresh clone:
+#   make serve   set up .venv, train the iris forest into ./model-store if it is empty, sam build, and
+#                serve the built function on http://127.0.0.1:3000 under the Lambda Runtime Interface Emulator
+#   make test    the whole test suite (what CI runs)
+
+PYTHON_VERSION := 3.13
+VENV := .venv
+PY := $(VENV)/bin/python
+STORE ?= ./model-store
+MODEL ?= iris
+PORT ?= 3000
+ARCH := $(if $(filter aarch64 arm64,$(shell uname -m)),arm64,x86_64)
+
+export SAM_CLI_TELEMETRY := 0
+# sam build runs the Makefiles with this PATH, so they find python3.13 in the venv.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+# The function's Python: on PATH, else from pyenv.
+FUNCTION_PYTHON := $(or $(shell command -v python$(PYTHON_VERSION) 2>/dev/null),\
+	$(lastword $(sort $(wildcard $(HOME)/.pyenv/versions/$(PYTHON_VERSION).*/bin/python$(PYTHON_VERSION)))))
+
+.PHONY: setup model build serve invoke test lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements/*.txt pyproject.toml
+	@test -n "$(FUNCTION_PYTHON)" || { echo "Python $(PYTHON_VERSION) not found: install it (pyenv install $(PYTHON_VERSION))"; exit 1; }
+	test -x $(PY) || $(FUNCTION_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+model: setup
+	$(PY) -m training --store $(STORE) train --dataset $(MODEL) --promote --if-unpublished
+
+build: setup
+	sam build --parameter-overrides Architecture=$(ARCH)
+
+serve: model build
+	$(PY) -m local_lambda --store $(STORE) --name $(MODEL) serve --port $(PORT)
+
+invoke: model build
+	$(PY) -m local_lambda --store $(STORE) --name $(MODEL) invoke $(or $(EVENT),events/predict.json)
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+bench: setup build
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf .aws-sam

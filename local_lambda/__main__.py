@@ -1,0 +1,83 @@
+"""`python -m local_lambda`: the built function under the Runtime Interface Emulator, without Docker.
+
+python -m local_lambda invoke events/predict.json   # the twin of `sam local invoke PredictFunction -e ...`
+python -m local_lambda serve                        # the twin of `sam local start-api`, on 127.0.0.1:3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from local_lambda.emulator import BUILD_DIR, Emulator, EmulatorError, local_environment
+from local_lambda.http_api import make_server
+
+CURL_EXAMPLE = """\
+lambda-forest is serving {name} on http://{host}:{port} (Ctrl-C stops it). Try:
+
+  curl -s http://{host}:{port}/health
+  curl -s http://{host}:{port}/model
+  curl -s -X POST http://{host}:{port}/predict -H 'Content-Type: application/json' \\
+       -d '{{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}}'
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m local_lambda", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--store",
+        default=os.environ.get("LAMBDA_FOREST_STORE", "./model-store"),
+        help="MODEL_STORE: a local directory or s3://BUCKET/PREFIX (default %(default)s)",
+    )
+    parser.add_argument("--name", default="iris", help="MODEL_NAME (default %(default)s)")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another environment variable for the function (repeatable)",
+    )
+    parser.add_argument("--build-dir", type=Path, default=BUILD_DIR)
+    commands = parser.add_subparsers(dest="command", required=True)
+    invoke = commands.add_parser("invoke", help="invoke the function once with an event file")
+    invoke.add_argument("event", type=Path)
+    serve = commands.add_parser("serve", help="serve the HTTP API locally")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=3000)
+    args = parser.parse_args(argv)
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the emulator on `kill` too
+    store = args.store if args.store.startswith("s3://") else str(Path(args.store).resolve())
+    extra = dict(item.split("=", 1) for item in args.env)
+    environment = local_environment(store, args.name, **extra)
+    try:
+        with Emulator(environment, build_dir=args.build_dir) as emulator:
+            if args.command == "invoke":
+                event = json.loads(args.event.read_text())
+                print(json.dumps(emulator.invoke(event), indent=2))
+                init = emulator.init_duration_ms()
+                if init is not None:
+                    print(f"INIT REPORT durationMs {init:.1f}", file=sys.stderr)
+                return 0
+            server = make_server(emulator, args.host, args.port)
+            print(CURL_EXAMPLE.format(name=args.name, host=args.host, port=args.port), flush=True)
+            try:
+                server.serve_forever()
+            except KeyboardInterrupt:
+                pass
+            finally:
+                server.server_close()
+            return 0
+    except (EmulatorError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""The `sam build` output: its size, its pins, and the function answering under the Runtime Interface
+Emulator and through the local HTTP API, exactly as the README's commands run it."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from local_lambda.emulator import Emulator, host_architecture, layer_dir, local_environment
+from local_lambda.http_api import make_server
+from tests.conftest import BUCKET, EVENTS, load_event, publish_model
+from tests.test_api import EXPECTED
+from tests.test_loading import free_port
+from tests.test_template import run_tool
+
+pytestmark = pytest.mark.slow
+
+LAMBDA_UNZIPPED_LIMIT = 262_144_000  # 250 MB: function plus all its layers
+LAYERS = {"arm64": "ForestLayerArm64", "x86_64": "ForestLayerX8664"}
+
+
+def tree_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="session")
+def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`sam build` into a fresh directory, as `make build` runs it on this machine."""
+    target = tmp_path_factory.mktemp("sam") / "build"
+    result = run_tool(
+        "sam", "build", "--build-dir", str(target), "--parameter-overrides", f"Architecture={host_architecture()}"
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return target
+
+
+@pytest.fixture(scope="module")
+def iris_store(tmp_path_factory: pytest.TempPathFactory, trained_iris: Any) -> Any:
+    from lambda_forest.store import LocalStore
+
+    store = LocalStore(tmp_path_factory.mktemp("store"))
+    publish_model(store, trained_iris)
+    return store
+
+
+@pytest.fixture(scope="module")
+def emulator(build_dir: Path, iris_store: Any) -> Iterator[Emulator]:
+    with Emulator(local_environment(iris_store.uri, "iris"), build_dir=build_dir) as running:
+        yield running
+
+
+def test_function_and_layer_fit_lambdas_limit(build_dir: Path) -> None:
+    function = tree_bytes(build_dir / "PredictFunction")
+    for architecture, layer_name in LAYERS.items():
+        layer = tree_bytes(build_dir / layer_name)
+        total = function + layer
+        print(
+            f"\n{architecture}: layer {layer / 1e6:.1f} MB + function {function / 1e6:.2f} MB = "
+            f"{total / 1e6:.1f} MB of {LAMBDA_UNZIPPED_LIMIT / 1e6:.1f} MB"
+        )
+        assert total < LAMBDA_UNZIPPED_LIMIT
+
+
+def test_layer_pins_the_versions_training_uses(build_dir: Path) -> None:
+    layer = layer_dir(build_dir)
+    for package in ("scikit-learn", "numpy", "scipy", "joblib"):
+        [dist] = list(layer.glob(f"{package.replace('-', '_')}-*.dist-info"))
+        assert dist.name.removesuffix(".dist-info").split("-")[1] == metadata.version(package), package
+
+
+def test_layer_is_trimmed_and_precompiled(build_dir: Path) -> None:
+    layer = layer_dir(build_dir)
+    assert not list(layer.glob("*/tests"))
+    assert not (layer / "botocore").exists()  # the Lambda runtime provides the AWS SDK
+    assert list((layer / "sklearn" / "ensemble" / "__pycache__").glob("*.cpython-313.pyc"))
+    assert list((build_dir / "PredictFunction" / "lambda_forest" / "__pycache__").glob("*.cpython-313.pyc"))
+
+
+@pytest.mark.parametrize("event_file", sorted(EXPECTED))
+def test_every_event_under_the_emulator(emulator: Emulator, event_file: str) -> None:
+    status, code = EXPECTED[event_file]
+    response = emulator.invoke(load_event(event_file))
+    assert response["statusCode"] == status, response
+    body = json.loads(response["body"])
+    if code:
+        assert body["error"]["code"] == code
+    assert emulator.init_duration_ms() is not None
+
+
+def test_emulated_predictions_equal_the_estimators(emulator: Emulator, trained_iris: Any) -> None:
+    rows = trained_iris.holdout_X
+    event = load_event("predict.json") | {"body": json.dumps({"instances": rows.tolist()}), "isBase64Encoded": False}
+    body = json.loads(emulator.invoke(event)["body"])
+    assert body["predictions"] == trained_iris.estimator.predict(rows).tolist()
+    assert np.array_equal(np.array(body["probabilities"]), trained_iris.estimator.predict_proba(rows))
+
+
+def http(url: str, body: Any = None, method: str | None = None) -> tuple[int, dict[str, str], Any]:
+    data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read())
+
+
+def test_local_http_api_answers_a_real_client(emulator: Emulator, iris_store: Any) -> None:
+    port = free_port()
+    server = make_server(emulator, port=port)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        status, headers, body = http(f"{base}/predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]})
+        assert (status, headers["Content-Type"]) == (200, "application/json")
+        assert body["predictions"] == ["setosa"] and len(body["probabilities"][0]) == 3
+
+        assert http(f"{base}/health")[2]["status"] == "ok"
+        assert http(f"{base}/model")[2]["name"] == "iris"
+        assert http(f"{base}/predict", b"{not json")[:1] == (400,)
+        status, _, body = http(f"{base}/predict", {"instances": [[1, 2]]})
+        assert (status, body["error"]["code"]) == (400, "invalid_instances")
+        status, headers, body = http(f"{base}/predict", method="GET")
+        assert (status, body["error"]["code"], headers["Allow"]) == (405, "method_not_allowed", "POST")
+        assert http(f"{base}/nowhere")[0] == 404
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_emulated_function_reads_an_s3_store_on_motos_server(
+    build_dir: Path, trained_iris: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.server import ThreadedMotoServer
+
+    from lambda_forest.store import S3Store, make_s3_client
+
+    port = free_port()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{port}")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        client = make_s3_client()
+        client.create_bucket(Bucket=BUCKET)
+        manifest = publish_model(S3Store(BUCKET, "models", client), trained_iris)
+        env = local_environment(f"s3://{BUCKET}/models", "iris")
+        with Emulator(env, build_dir=build_dir) as running:
+            response = running.invoke(load_event("predict.json"))
+        assert response["statusCode"] == 200
+        assert json.loads(response["body"])["model"]["version"] == manifest.version
+    finally:
+        server.stop()
+
+
+def test_events_directory_is_what_the_readme_promises() -> None:
+    assert (EVENTS / "predict.json").exists() and len(list(EVENTS.glob("*.json"))) == len(EXPECTED)
