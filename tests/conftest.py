@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import socket
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,53 @@ def s3_store() -> Iterator[Any]:
         client.create_bucket(Bucket=BUCKET)
         client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
         yield S3Store(BUCKET, "models", client)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class MotoServer:
+    """moto's S3 server on a loopback port that can be stopped and started again (its data survives)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._server: Any = None
+
+    def start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+
+@pytest.fixture
+def moto_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoServer]:
+    """A running moto server that boto3 (and the emulated function) reach through AWS_ENDPOINT_URL_S3."""
+    server = MotoServer()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", server.endpoint)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def served_s3_store(moto_server: MotoServer) -> Any:
+    """An S3 store in a new bucket on the moto server (the server's data outlives one test)."""
+    from lambda_forest.store import S3Store, make_s3_client
+
+    bucket = f"lambda-forest-{uuid.uuid4().hex[:12]}"
+    client = make_s3_client()
+    client.create_bucket(Bucket=bucket)
+    return S3Store(bucket, "models", client)
 
 
 @pytest.fixture(params=["local", "s3"])

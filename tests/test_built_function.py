@@ -17,9 +17,8 @@ import pytest
 
 from local_lambda.emulator import Emulator, host_architecture, layer_dir, local_environment
 from local_lambda.http_api import make_server
-from tests.conftest import BUCKET, EVENTS, load_event, publish_model
+from tests.conftest import EVENTS, free_port, load_event, publish_model
 from tests.test_api import EXPECTED
-from tests.test_loading import free_port
 from tests.test_template import run_tool
 
 pytestmark = pytest.mark.slow
@@ -139,27 +138,14 @@ def test_local_http_api_answers_a_real_client(emulator: Emulator, iris_store: An
 
 
 def test_emulated_function_reads_an_s3_store_on_motos_server(
-    build_dir: Path, trained_iris: Any, monkeypatch: pytest.MonkeyPatch
+    build_dir: Path, trained_iris: Any, served_s3_store: Any
 ) -> None:
-    from moto.server import ThreadedMotoServer
-
-    from lambda_forest.store import S3Store, make_s3_client
-
-    port = free_port()
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{port}")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        client = make_s3_client()
-        client.create_bucket(Bucket=BUCKET)
-        manifest = publish_model(S3Store(BUCKET, "models", client), trained_iris)
-        env = local_environment(f"s3://{BUCKET}/models", "iris")
-        with Emulator(env, build_dir=build_dir) as running:
-            response = running.invoke(load_event("predict.json"))
-        assert response["statusCode"] == 200
-        assert json.loads(response["body"])["model"]["version"] == manifest.version
-    finally:
-        server.stop()
+    manifest = publish_model(served_s3_store, trained_iris)
+    env = local_environment(served_s3_store.uri, "iris")
+    with Emulator(env, build_dir=build_dir) as running:
+        response = running.invoke(load_event("predict.json"))
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"])["model"]["version"] == manifest.version
 
 
 def test_events_directory_is_what_the_readme_promises() -> None:

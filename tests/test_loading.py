@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from lambda_forest.errors import IncompatibleModel, IntegrityError, ModelUnavail
 from lambda_forest.manifest import FileEntry, Manifest
 from lambda_forest.model_cache import ModelCache
 from lambda_forest.store import MODEL_FILE, S3Store, make_s3_client
-from tests.conftest import BUCKET, api_event, load_event, publish_model
+from tests.conftest import api_event, load_event, publish_model
 
 
 class FakeClock:
@@ -160,41 +159,20 @@ def test_a_failed_first_load_is_not_cached(local_store: Any, trained_iris: Any) 
     assert cache.get().manifest.name == "iris"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_store_outage_at_first_load_is_503_then_recovers(
-    handler: Any, trained_iris: Any, monkeypatch: pytest.MonkeyPatch
+    handler: Any, trained_iris: Any, moto_server: Any, served_s3_store: Any
 ) -> None:
     """A real HTTP S3 endpoint (moto's server) that goes away and comes back."""
-    from moto.server import ThreadedMotoServer
+    publish_model(served_s3_store, trained_iris)
+    moto_server.stop()
 
-    port = free_port()
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{port}")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        client = make_s3_client()
-        client.create_bucket(Bucket=BUCKET)
-        store = S3Store(BUCKET, "models", client)
-        publish_model(store, trained_iris)
-    finally:
-        server.stop()
-
-    invoke = handler(S3Store(BUCKET, "models", make_s3_client()))
+    invoke = handler(S3Store(served_s3_store.bucket, "models", make_s3_client()))
     started = time.monotonic()
     down = invoke(load_event("predict.json"))
     assert time.monotonic() - started < 10
     assert (down.status, down.body["error"]["code"]) == (503, "model_unavailable")
-    assert BUCKET not in str(down.body) and "127.0.0.1" not in str(down.body)
+    assert served_s3_store.bucket not in str(down.body) and "127.0.0.1" not in str(down.body)
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        up = invoke(api_event("POST", "/predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]}))
-        assert up.status == 200 and up.body["predictions"] == ["setosa"]
-    finally:
-        server.stop()
+    moto_server.start()
+    up = invoke(api_event("POST", "/predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]}))
+    assert up.status == 200 and up.body["predictions"] == ["setosa"]
