@@ -15,9 +15,9 @@ export SAM_CLI_TELEMETRY := 0
 # sam build runs the Makefiles with this PATH, so they find python3.13 in the venv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-# The function's Python: on PATH, else from pyenv.
-FUNCTION_PYTHON := $(or $(shell command -v python$(PYTHON_VERSION) 2>/dev/null),\
-	$(lastword $(sort $(wildcard $(HOME)/.pyenv/versions/$(PYTHON_VERSION).*/bin/python$(PYTHON_VERSION)))))
+# The function's Python: pyenv's, else the first python3.13 on PATH that runs (an inactive pyenv shim does not).
+FUNCTION_PYTHON := $(shell for p in $(HOME)/.pyenv/versions/$(PYTHON_VERSION).*/bin/python$(PYTHON_VERSION) \
+	$$(command -v python$(PYTHON_VERSION)); do "$$p" -c "" 2>/dev/null && { echo "$$p"; break; }; done)
 
 .PHONY: setup model build serve invoke test lint bench clean
 
