@@ -142,11 +142,11 @@ def store(request: pytest.FixtureRequest) -> Any:
     return request.getfixturevalue(f"{request.param}_store")
 
 
-def publish_model(store: Any, trained: Any, name: str = "iris", promote: bool = True) -> Any:
-    """Publish a trained model; returns its manifest."""
+def publish_model(store: Any, trained: Any, name: str = "iris", promote: bool = True, compile: bool = True) -> Any:
+    """Publish a trained model (with its compiled forest unless `compile` is false); returns its manifest."""
     from training.forest import build_artifact, publish
 
-    manifest, files = build_artifact(name, trained)
+    manifest, files = build_artifact(name, trained, compile=compile)
     publish(store, manifest, files)
     if promote:
         store.set_alias(name, "live", manifest.version)

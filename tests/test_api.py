@@ -73,12 +73,13 @@ def test_probabilities_false_leaves_them_out(iris_api: Any) -> None:
     assert body["predictions"] == ["virginica"]
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "joblib"])
 @pytest.mark.parametrize("model", ["iris", "diabetes"])
 def test_predictions_equal_the_estimators_own(
-    handler: Any, local_store: Any, trained_iris: Any, trained_diabetes: Any, model: str
+    handler: Any, local_store: Any, trained_iris: Any, trained_diabetes: Any, model: str, compiled: bool
 ) -> None:
     trained = trained_iris if model == "iris" else trained_diabetes
-    publish_model(local_store, trained, name=model)
+    publish_model(local_store, trained, name=model, compile=compiled)
     rows = trained.holdout_X
     body = handler(local_store, name=model)(api_event("POST", "/predict", {"instances": rows.tolist()})).body
     assert body["predictions"] == trained.estimator.predict(rows).tolist()

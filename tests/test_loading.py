@@ -52,12 +52,23 @@ def test_tampered_model_is_refused_and_never_deserialised(
     marker = tmp_path / "pwned"
     evil = pickle.dumps(CodeRunner(marker))
     # The real model's manifest (and sha256), with malicious bytes in place of model.joblib.
-    republish(local_store, published_iris, "20300101T000000Z-aaaaaaaa", evil)
+    republish(local_store, published_iris, "20300101T000000Z-aaaaaaaa", evil, compiled=None)
     reply = handler(local_store, model_version="20300101T000000Z-aaaaaaaa")(load_event("predict.json"))
     assert (reply.status, reply.body["error"]["code"]) == (503, "model_unavailable")
     assert "failed verification" in reply.body["error"]["message"]
     assert "retry-after" in reply.headers
     assert not marker.exists()
+
+
+def test_tampered_compiled_forest_is_refused(handler: Any, local_store: Any, published_iris: Any) -> None:
+    version = "20300101T000000Z-dddddddd"
+    forest = bytearray(local_store.read_file("iris", published_iris.version, "forest.npz"))
+    forest[-100] ^= 0xFF
+    forged = dataclasses.replace(published_iris, version=version)
+    local_store.publish("iris", version, {"forest.npz": bytes(forest)}, forged.to_json())
+    reply = handler(local_store, model_version=version)(load_event("predict.json"))
+    assert (reply.status, reply.body["error"]["code"]) == (503, "model_unavailable")
+    assert "failed verification" in reply.body["error"]["message"]
 
 
 def test_hash_is_checked_before_unpickling(published_iris: Any, tmp_path: Path) -> None:
@@ -73,7 +84,7 @@ def test_hash_is_checked_before_unpickling(published_iris: Any, tmp_path: Path) 
 def test_model_from_another_sklearn_version_is_refused(handler: Any, local_store: Any, published_iris: Any) -> None:
     model = local_store.read_file("iris", published_iris.version, MODEL_FILE)
     runtime = {**published_iris.runtime, "scikit-learn": "1.0.2"}
-    republish(local_store, published_iris, "20300101T000000Z-bbbbbbbb", model, runtime=runtime)
+    republish(local_store, published_iris, "20300101T000000Z-bbbbbbbb", model, runtime=runtime, compiled=None)
     reply = handler(local_store, model_version="20300101T000000Z-bbbbbbbb")(load_event("predict.json"))
     assert reply.status == 503
     assert "trained with scikit-learn 1.0.2" in reply.body["error"]["message"]
@@ -118,7 +129,7 @@ def test_failed_refresh_keeps_the_last_good_model(local_store: Any, trained_iris
 
     # The alias now points at a version whose model fails verification.
     model = local_store.read_file("iris", published_iris.version, MODEL_FILE)
-    republish(local_store, published_iris, "20300101T000000Z-cccccccc", model + b"tampered")
+    republish(local_store, published_iris, "20300101T000000Z-cccccccc", model + b"tampered", compiled=None)
     local_store.set_alias("iris", "live", "20300101T000000Z-cccccccc")
     clock.advance(10)
     assert cache.get().manifest.version == published_iris.version

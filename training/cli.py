@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--promote", action="store_true", help=f"point the {DEFAULT_ALIAS!r} alias at the new version")
     train.add_argument("--alias", default=DEFAULT_ALIAS, help="alias that --promote moves (default %(default)s)")
     train.add_argument(
+        "--no-compile",
+        dest="compile",
+        action="store_false",
+        help="publish only model.joblib (served with scikit-learn), not the compiled forest.npz",
+    )
+    train.add_argument(
         "--if-unpublished",
         action="store_true",
         help="do nothing when the alias already points at a version (for setup scripts)",
@@ -153,8 +159,8 @@ def command_train(args: argparse.Namespace, store: ModelStore) -> int:
     if args.min_score is not None and score < args.min_score:
         say(f"error: hold-out {metric} {score:.4f} is below --min-score {args.min_score}; nothing was published.")
         return EXIT_QUALITY_GATE
-    say("packaging and verifying the artifact")
-    manifest, files = build_artifact(name, model)
+    say("packaging the artifact" + (" and verifying the compiled forest against the estimator" if args.compile else ""))
+    manifest, files = build_artifact(name, model, compile=args.compile)
     say(f"publishing {name} {manifest.version} to {store.uri}")
     publish(store, manifest, files)
     promoted = store.set_alias(name, args.alias, manifest.version) if args.promote else None
@@ -164,7 +170,7 @@ def command_train(args: argparse.Namespace, store: ModelStore) -> int:
         f"  task     {manifest.task}, {manifest.params['n_estimators']} trees, {len(manifest.feature_names)} features"
     )
     print("  metrics  " + ", ".join(f"{key}={value}" for key, value in manifest.metrics.items()))
-    print(f"  size     {sum(map(len, files.values())) / 1e6:.2f} MB in {', '.join(files)}")
+    print("  files    " + ", ".join(f"{file} {len(data) / 1e6:.2f} MB" for file, data in files.items()))
     if promoted:
         print(f"  alias    {args.alias} -> {manifest.version} (was {promoted.previous or 'unset'})")
     else:

@@ -43,7 +43,7 @@ def _builtin(loader_name: str, task: str, target: str) -> Callable[[], Dataset]:
         X = np.asarray(bunch.data, dtype=np.float64)
         if task == CLASSIFICATION:
             # Train on readable labels so predictions say "setosa", not 0.
-            y = np.asarray(bunch.target_names, dtype=object)[bunch.target]
+            y = np.asarray(bunch.target_names)[bunch.target]
         else:
             y = np.asarray(bunch.target, dtype=np.float64)
         name = loader_name.removeprefix("load_")

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from lambda_forest.artifact import runtime_versions, serialize_estimator, sha256
+from lambda_forest.compiled import COMPILED_FILE, CompiledForest, compile_forest, read_npz, to_npz
 from lambda_forest.errors import TrainingError
 from lambda_forest.manifest import CLASSIFICATION, FileEntry, Manifest
 from lambda_forest.store import MODEL_FILE, ModelStore, check_name, make_version
@@ -120,13 +121,24 @@ def evaluate(estimator: Any, X: np.ndarray, y: np.ndarray, classify: bool) -> di
     return scores
 
 
-def build_artifact(name: str, model: TrainedModel) -> tuple[Manifest, dict[str, bytes]]:
-    """The manifest and the files of a new version, ready to publish."""
+def build_artifact(name: str, model: TrainedModel, compile: bool = True) -> tuple[Manifest, dict[str, bytes]]:
+    """The manifest and the files of a new version, ready to publish.
+
+    With `compile`, the version also carries `forest.npz`, served without scikit-learn; it is checked
+    against the estimator first and refused if any answer differs.
+    """
     check_name("model name", name)
     model_bytes = serialize_estimator(model.estimator)
     model_sha = sha256(model_bytes)
     data = model.data
     classes = model.estimator.classes_.tolist() if data.task == CLASSIFICATION else None
+    files = {MODEL_FILE: model_bytes}
+    compiled = None
+    if compile:
+        npz = to_npz(compile_forest(model.estimator))
+        verify_compiled(model.estimator, CompiledForest(read_npz(npz), classes), model.holdout_X)
+        files[COMPILED_FILE] = npz
+        compiled = FileEntry(file=COMPILED_FILE, sha256=sha256(npz), bytes=len(npz))
     manifest = Manifest(
         name=name,
         version=make_version(model.created_at, model_sha),
@@ -142,8 +154,55 @@ def build_artifact(name: str, model: TrainedModel) -> tuple[Manifest, dict[str, 
         feature_stats=describe_features(data),
         artifact=FileEntry(file=MODEL_FILE, sha256=model_sha, bytes=len(model_bytes)),
         runtime=runtime_versions(),
+        compiled=compiled,
     )
-    return manifest, {MODEL_FILE: model_bytes}
+    return manifest, files
+
+
+# Probabilities and regression values may differ by at most this much; predictions not at all.
+COMPILED_TOLERANCE = 1e-12
+
+
+def threshold_rows(estimator: Any, base_rows: np.ndarray, limit: int = 600, seed: int = 0) -> np.ndarray:
+    """Rows that sit exactly on split thresholds, and one float32 step either side of them."""
+    rng = np.random.default_rng(seed)
+    splits = [
+        (feature, threshold)
+        for tree in estimator.estimators_
+        for feature, threshold in zip(tree.tree_.feature, tree.tree_.threshold, strict=True)
+        if feature >= 0
+    ]
+    chosen = rng.choice(len(splits), size=min(limit, len(splits)), replace=False)
+    rows = []
+    for count, index in enumerate(chosen):
+        feature, threshold = splits[index]
+        below = np.float32(threshold)
+        below = below if below <= threshold else np.nextafter(below, np.float32(-np.inf))
+        for value in (threshold, below, np.nextafter(below, np.float32(np.inf))):
+            row = base_rows[count % len(base_rows)].copy()
+            row[feature] = value
+            rows.append(row)
+    return np.asarray(rows, dtype=np.float64)
+
+
+def verify_compiled(estimator: Any, forest: CompiledForest, holdout_X: np.ndarray) -> None:
+    """Refuse a compiled forest whose answers differ from the estimator's on hold-out and threshold rows."""
+    rows = np.vstack([holdout_X, threshold_rows(estimator, holdout_X)])
+    n_jobs, estimator.n_jobs = estimator.n_jobs, None  # one thread: scikit-learn's summation order is fixed
+    try:
+        expected_predictions = estimator.predict(rows).tolist()
+        expected = estimator.predict_proba(rows) if forest.classify else estimator.predict(rows)
+    finally:
+        estimator.n_jobs = n_jobs
+    result = forest.predict(rows, with_probabilities=True)
+    actual = np.asarray(result.probabilities if forest.classify else result.predictions)
+    worst = float(np.max(np.abs(actual - expected)))
+    if result.predictions != expected_predictions or worst > COMPILED_TOLERANCE:
+        mismatched = sum(a != b for a, b in zip(result.predictions, expected_predictions, strict=True))
+        raise TrainingError(
+            f"The compiled forest disagrees with the estimator ({mismatched} of {len(rows)} predictions differ, "
+            f"largest value difference {worst:.3g}); nothing was published. Publish without it: --no-compile."
+        )
 
 
 def publish(store: ModelStore, manifest: Manifest, files: dict[str, bytes]) -> None:

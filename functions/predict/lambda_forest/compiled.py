@@ -5,7 +5,7 @@ It reproduces scikit-learn's arithmetic step for step, so its answers are the es
 
 - rows are cast to float32 and compared `x <= threshold` against float64 thresholds, as the tree code does;
   NaN follows the node's `missing_go_to_left`;
-- a classifier tree's leaf values are normalised exactly as `DecisionTreeClassifier.predict_proba` does;
+- a classifier tree's leaf values are the class fractions `DecisionTreeClassifier.predict_proba` returns;
 - per-tree outputs are summed in tree order (`np.add.accumulate` is strictly sequential, like the
   forest's loop) and divided by the number of trees.
 
@@ -76,12 +76,8 @@ def compile_forest(estimator: Any) -> dict[str, np.ndarray]:
 def _tree_values(tree: Any, classify: bool, estimator: Any) -> np.ndarray:
     if not classify:
         return tree.value[:, 0, 0].astype(np.float64)
-    # DecisionTreeClassifier.predict_proba, done once per node instead of once per row.
-    proba = tree.value[:, 0, : len(estimator.classes_)].astype(np.float64)
-    normalizer = proba.sum(axis=1)[:, np.newaxis]
-    normalizer[normalizer == 0.0] = 1.0
-    proba /= normalizer
-    return proba
+    # scikit-learn (>= 1.4) stores class fractions, and predict_proba returns them as they are.
+    return np.ascontiguousarray(tree.value[:, 0, : len(estimator.classes_)], dtype=np.float64)
 
 
 def to_npz(arrays: dict[str, np.ndarray]) -> bytes:

@@ -1,0 +1,131 @@
+"""The compiled forest gives scikit-learn's answers, and serving it never imports scikit-learn."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, load_iris, make_classification
+from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+from lambda_forest.compiled import CompiledForest, compile_forest, read_npz, to_npz
+from lambda_forest.errors import TrainingError
+from tests.conftest import EVENTS, ROOT, publish_model
+from training.forest import threshold_rows, verify_compiled
+
+DATASETS = {
+    "iris": (load_iris, RandomForestClassifier),
+    "digits": (load_digits, RandomForestClassifier),
+    "breast_cancer": (load_breast_cancer, RandomForestClassifier),
+    "diabetes": (load_diabetes, RandomForestRegressor),
+}
+
+
+def compiled(estimator: Any) -> CompiledForest:
+    classes = estimator.classes_.tolist() if hasattr(estimator, "classes_") else None
+    return CompiledForest(read_npz(to_npz(compile_forest(estimator))), classes)
+
+
+def assert_same_answers(estimator: Any, forest: CompiledForest, rows: np.ndarray) -> None:
+    result = forest.predict(rows, with_probabilities=True)
+    assert result.predictions == estimator.predict(rows).tolist()
+    if hasattr(estimator, "classes_"):
+        assert np.array_equal(np.array(result.probabilities), estimator.predict_proba(rows))
+
+
+@pytest.mark.parametrize("dataset", sorted(DATASETS))
+@pytest.mark.parametrize("max_depth", [None, 3])
+def test_compiled_forest_answers_exactly_like_scikit_learn(dataset: str, max_depth: int | None) -> None:
+    loader, kind = DATASETS[dataset]
+    X, y = loader(return_X_y=True)
+    estimator = kind(n_estimators=12, max_depth=max_depth, random_state=1).fit(X, y)
+    forest = compiled(estimator)
+    rng = np.random.default_rng(2)
+    noisy = X + rng.normal(scale=X.std(axis=0) * 0.3, size=X.shape)
+    for rows in (X[:1], X, noisy, threshold_rows(estimator, X), np.repeat(X, 3, axis=0)):
+        assert_same_answers(estimator, forest, rows)
+
+
+def test_large_batches_take_the_tree_by_tree_path_with_the_same_answers() -> None:
+    X, y = make_classification(3000, 20, n_informative=8, n_classes=3, random_state=0)
+    estimator = RandomForestClassifier(n_estimators=30, random_state=0).fit(X, y)
+    forest = compiled(estimator)
+    assert X.shape[0] * forest.n_trees > 20_000  # above ALL_TREES_MAX_PAIRS
+    assert_same_answers(estimator, forest, X)
+
+
+def test_missing_values_follow_scikit_learns_routes() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 5))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    X[rng.random(X.shape) < 0.2] = np.nan
+    estimator = RandomForestClassifier(n_estimators=10, random_state=0).fit(X, y)
+    forest = compiled(estimator)
+    assert forest.has_missing_routes
+    assert_same_answers(estimator, forest, X)
+
+
+def test_publishing_refuses_a_compiled_forest_that_differs(trained_iris: Any, monkeypatch: Any) -> None:
+    forest = compiled(trained_iris.estimator)
+    forest.value = forest.value.copy()
+    forest.value[forest.value > 0] += 1e-9  # off by far less than any probability shown
+    with pytest.raises(TrainingError, match="compiled forest disagrees"):
+        verify_compiled(trained_iris.estimator, forest, trained_iris.holdout_X)
+
+
+def test_a_refused_compiled_forest_publishes_nothing(trained_iris: Any, local_store: Any, monkeypatch: Any) -> None:
+    import training.forest
+
+    def skewed(estimator: Any) -> dict[str, np.ndarray]:
+        arrays = compile_forest(estimator)
+        arrays["threshold"] = arrays["threshold"] + 0.05
+        return arrays
+
+    monkeypatch.setattr(training.forest, "compile_forest", skewed)
+    with pytest.raises(TrainingError):
+        publish_model(local_store, trained_iris)
+    assert local_store.list_versions("iris") == []
+
+
+SERVE_WITHOUT_SKLEARN = """
+import json, sys
+import app
+from tests.conftest import FakeLambdaContext
+event = json.load(open(sys.argv[1]))
+response = app.lambda_handler(event, FakeLambdaContext())
+heavy = sorted({name.split(".")[0] for name in sys.modules} & {"sklearn", "scipy", "joblib", "boto3"})
+print(json.dumps({"status": response["statusCode"], "body": json.loads(response["body"]), "heavy": heavy}))
+"""
+
+
+@pytest.mark.parametrize("compile", [True, False], ids=["compiled", "joblib"])
+def test_compiled_path_never_imports_scikit_learn(trained_iris: Any, local_store: Any, compile: bool) -> None:
+    publish_model(local_store, trained_iris, compile=compile)
+    env = {
+        "MODEL_STORE": str(local_store.root),
+        "MODEL_NAME": "iris",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": "Tests",
+        "PATH": "/usr/bin:/bin",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "PYTHONPATH": str(ROOT),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", SERVE_WITHOUT_SKLEARN, str(EVENTS / "predict.json")],
+        cwd=ROOT / "functions" / "predict",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["status"] == 200 and outcome["body"]["predictions"] == ["setosa", "virginica"]
+    if compile:
+        assert outcome["heavy"] == []  # no scikit-learn, scipy, joblib, nor boto3 for a local store
+    else:
+        assert {"sklearn", "joblib"} <= set(outcome["heavy"])
