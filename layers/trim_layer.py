@@ -28,6 +28,9 @@ from pathlib import Path
 PROVIDED_BY_RUNTIME = ("boto3", "botocore", "s3transfer", "urllib3", "dateutil", "six")
 DROP_DIRS = ("tests", "test", "__pycache__")
 DROP_SUFFIXES = (".pyx", ".pxd", ".pxi", ".pyi", ".c", ".cpp", ".h")
+# Build-time tools and type stubs nothing imports at run time (the import check below confirms).
+# (numpy/f2py only where asked: scipy reaches numpy.f2py through numpy's lazy attributes.)
+DROP_GLOBS = ("bin", "numpy/_pyinstaller", "*-stubs")
 DEFAULT_CHECKS = "numpy,scipy,sklearn.ensemble,joblib,aws_lambda_powertools,aws_xray_sdk"
 
 
@@ -44,7 +47,10 @@ def drop_runtime_packages(root: Path) -> None:
     (root / "six.py").unlink(missing_ok=True)
 
 
-def drop_unused_files(root: Path) -> None:
+def drop_unused_files(root: Path, extra_globs: list[str]) -> None:
+    for pattern in (*DROP_GLOBS, *extra_globs):
+        for path in root.glob(pattern):
+            shutil.rmtree(path, ignore_errors=True)
     for path in sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
         if path.is_dir() and path.name in DROP_DIRS:
             shutil.rmtree(path, ignore_errors=True)
@@ -99,11 +105,12 @@ def main() -> None:
     parser.add_argument("--platform", required=True, help="the wheel platform tag the layer was built for")
     parser.add_argument("--strip", help="the strip tool for the target architecture")
     parser.add_argument("--check", default=DEFAULT_CHECKS, help="comma-separated modules that must import")
+    parser.add_argument("--drop", action="append", default=[], help="another path glob to remove (repeatable)")
     args = parser.parse_args()
 
     before = size_mb(args.root)
     drop_runtime_packages(args.root)
-    drop_unused_files(args.root)
+    drop_unused_files(args.root, args.drop)
     strip_extensions(args.root, args.strip)
     compiled = precompile(args.root, args.python_version)
     check_imports(args.root, args.check.split(","), args.python_version, args.platform)

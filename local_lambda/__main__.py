@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         help="another environment variable for the function (repeatable)",
     )
     parser.add_argument("--build-dir", type=Path, default=BUILD_DIR)
+    parser.add_argument("--lean", action="store_true", help="run with the lean layer (compiled forests only)")
     commands = parser.add_subparsers(dest="command", required=True)
     invoke = commands.add_parser("invoke", help="invoke the function once with an event file")
     invoke.add_argument("event", type=Path)
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     extra = dict(item.split("=", 1) for item in args.env)
     environment = local_environment(store, args.name, **extra)
     try:
-        with Emulator(environment, build_dir=args.build_dir) as emulator:
+        with Emulator(environment, build_dir=args.build_dir, lean=args.lean) as emulator:
             if args.command == "invoke":
                 event = json.loads(args.event.read_text())
                 print(json.dumps(emulator.invoke(event), indent=2))

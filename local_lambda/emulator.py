@@ -43,8 +43,10 @@ def host_architecture() -> str:
     return "arm64" if platform.machine() in ("aarch64", "arm64") else "x86_64"
 
 
-def layer_dir(build_dir: Path = BUILD_DIR) -> Path:
-    return build_dir / ("ForestLayerArm64" if host_architecture() == "arm64" else "ForestLayerX8664") / "python"
+def layer_dir(build_dir: Path = BUILD_DIR, lean: bool = False) -> Path:
+    """The built layer for this machine: the full one, or the lean one (compiled forests only)."""
+    variant = "LeanLayer" if lean else "ForestLayer"
+    return build_dir / f"{variant}{'Arm64' if host_architecture() == 'arm64' else 'X8664'}" / "python"
 
 
 def emulator_binary() -> Path:
@@ -121,6 +123,7 @@ class Emulator:
 
     environment: dict[str, str]
     build_dir: Path = BUILD_DIR
+    lean: bool = False
     port: int = field(default_factory=free_port)
     runtime_api_port: int = field(default_factory=free_port)  # the emulator's default, 9001, may be taken
     memory_mb: int = 1024
@@ -141,7 +144,7 @@ class Emulator:
 
     def start(self) -> None:
         task_root = self.build_dir / FUNCTION
-        layer = layer_dir(self.build_dir)
+        layer = layer_dir(self.build_dir, self.lean)
         if not (task_root / "app.py").exists() or not layer.exists():
             raise EmulatorError(f"No built function in {self.build_dir}; run `make build` (sam build) first.")
         runtime = ensure_runtime()

@@ -24,7 +24,9 @@ from tests.test_template import run_tool
 pytestmark = pytest.mark.slow
 
 LAMBDA_UNZIPPED_LIMIT = 262_144_000  # 250 MB: function plus all its layers
+LEAN_LAYER_TARGET = 60_000_000
 LAYERS = {"arm64": "ForestLayerArm64", "x86_64": "ForestLayerX8664"}
+LEAN_LAYERS = {"arm64": "LeanLayerArm64", "x86_64": "LeanLayerX8664"}
 
 
 def tree_bytes(path: Path) -> int:
@@ -67,6 +69,28 @@ def test_function_and_layer_fit_lambdas_limit(build_dir: Path) -> None:
             f"{total / 1e6:.1f} MB of {LAMBDA_UNZIPPED_LIMIT / 1e6:.1f} MB"
         )
         assert total < LAMBDA_UNZIPPED_LIMIT
+
+
+def test_lean_layers_are_under_60_mb(build_dir: Path) -> None:
+    for architecture, layer_name in LEAN_LAYERS.items():
+        size = tree_bytes(build_dir / layer_name)
+        print(f"\n{architecture}: lean layer {size / 1e6:.1f} MB")
+        assert size < LEAN_LAYER_TARGET
+        assert not (build_dir / layer_name / "python" / "sklearn").exists()
+
+
+def test_lean_layer_serves_a_compiled_model_and_refuses_one_without(
+    build_dir: Path, iris_store: Any, trained_iris: Any
+) -> None:
+    publish_model(iris_store, trained_iris, name="iris-joblib", compile=False)
+    with Emulator(local_environment(iris_store.uri, "iris"), build_dir=build_dir, lean=True) as lean:
+        response = lean.invoke(load_event("predict.json"))
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"])["predictions"] == ["setosa", "virginica"]
+    with Emulator(local_environment(iris_store.uri, "iris-joblib"), build_dir=build_dir, lean=True) as lean:
+        response = lean.invoke(load_event("predict.json"))
+    assert response["statusCode"] == 503
+    assert "LayerVariant=full" in json.loads(response["body"])["error"]["message"]
 
 
 def test_layer_pins_the_versions_training_uses(build_dir: Path) -> None:

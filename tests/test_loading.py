@@ -187,3 +187,41 @@ def test_store_outage_at_first_load_is_503_then_recovers(
     moto_server.start()
     up = invoke(api_event("POST", "/predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]}))
     assert up.status == 200 and up.body["predictions"] == ["setosa"]
+
+
+def test_snapstart_hooks_load_before_snapshot_and_recheck_after_restore(
+    handler: Any, local_store: Any, trained_iris: Any, trained_diabetes: Any
+) -> None:
+    from snapshot_restore_py import get_after_restore, get_before_snapshot
+
+    import app
+
+    first = publish_model(local_store, trained_iris)
+    handler(local_store)  # points app.models at the store
+    assert app.load_before_snapshot in [hook for hook, *_ in get_before_snapshot()]
+    assert app.recheck_after_restore in [hook for hook, *_ in get_after_restore()]
+
+    app.load_before_snapshot()
+    assert app.models.current.manifest.version == first.version  # loaded before any request
+
+    newer = publish_model(local_store, trained_diabetes)  # the alias moves while the snapshot sleeps
+    app.recheck_after_restore()
+    assert app.models.get().manifest.version == newer.version
+
+
+def test_lean_layer_refuses_a_model_without_compiled_forest(
+    handler: Any, local_store: Any, trained_iris: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from importlib import metadata
+
+    publish_model(local_store, trained_iris, compile=False)
+    real_version = metadata.version
+
+    def without_sklearn(name: str) -> str:
+        if name == "scikit-learn":
+            raise metadata.PackageNotFoundError(name)
+        return real_version(name)
+
+    monkeypatch.setattr("lambda_forest.artifact.metadata.version", without_sklearn)
+    reply = handler(local_store)(load_event("predict.json"))
+    assert reply.status == 503 and "LayerVariant=full" in reply.body["error"]["message"]

@@ -93,6 +93,17 @@ def test_model_bucket_is_private_encrypted_versioned_and_tls_only(resources: dic
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
+def test_layer_variant_and_snapstart_are_parameters(resources: dict[str, Any]) -> None:
+    function = resources["PredictFunction"]["Properties"]
+    [layers] = function["Layers"]
+    assert layers["Fn::If"][0] == "UseLeanLayer"
+    assert function["SnapStart"] == {
+        "Fn::If": ["UseSnapStart", {"ApplyOn": "PublishedVersions"}, {"Ref": "AWS::NoValue"}]
+    }
+    conditions = {resource.get("Condition") for name, resource in resources.items() if "Layer" in name}
+    assert conditions == {"FullArm64", "FullX8664", "LeanArm64", "LeanX8664"}
+
+
 def test_function_settings(resources: dict[str, Any]) -> None:
     function = resources["PredictFunction"]["Properties"]
     assert function["Runtime"] == "python3.13"

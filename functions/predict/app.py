@@ -74,6 +74,28 @@ config = FunctionConfig.from_env()
 models = build_model_cache(config)
 
 
+def load_before_snapshot() -> None:
+    """SnapStart: load the model during the deployment's init, so restored instances start warm."""
+    try:
+        models.preload()
+    except LambdaForestError as error:
+        logger.warning("no model loaded before the snapshot", extra={"detail": str(error)})
+
+
+def recheck_after_restore() -> None:
+    """SnapStart: a snapshot may be old; re-check the alias on the next request."""
+    models.expire()
+
+
+try:  # the Lambda runtime provides snapshot_restore_py (Python 3.12+); without SnapStart the hooks never run
+    from snapshot_restore_py import register_after_restore, register_before_snapshot
+
+    register_before_snapshot(load_before_snapshot)
+    register_after_restore(recheck_after_restore)
+except ImportError:
+    pass
+
+
 @app.post("/predict")
 def predict() -> dict[str, Any]:
     request = parse_predict_body(request_body(), config.max_batch_rows)

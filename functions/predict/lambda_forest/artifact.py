@@ -68,7 +68,13 @@ def verify(entry: FileEntry, data: bytes) -> bytes:
 def check_compatible(manifest: Manifest) -> None:
     """Refuse a pickled model made by another scikit-learn than the one installed here."""
     trained = manifest.runtime.get("scikit-learn")
-    installed = metadata.version("scikit-learn")
+    try:
+        installed = metadata.version("scikit-learn")
+    except metadata.PackageNotFoundError:
+        raise IncompatibleModel(
+            "This model has no compiled forest and this function has no scikit-learn (the lean layer); "
+            "republish the model with its compiled forest (the default) or deploy with LayerVariant=full.",
+        ) from None
     if trained != installed:
         raise IncompatibleModel(
             f"The model was trained with scikit-learn {trained} but this function runs {installed}; "
