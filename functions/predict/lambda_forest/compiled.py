@@ -10,14 +10,12 @@ It reproduces scikit-learn's arithmetic step for step, so its answers are the es
   forest's loop) and divided by the number of trees.
 
 Small batches walk all trees at once, level by level (few numpy calls); large batches walk one tree at a
-time (each tree's arrays stay in cache), trees shared among threads.
+time (each tree's arrays stay in cache), dropping rows from the walk once they reach a leaf.
 """
 
 from __future__ import annotations
 
 import io
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -30,6 +28,9 @@ COMPILED_FILE = "forest.npz"
 COMPILED_FORMAT = 1
 # Below this many (row, tree) pairs, walk every tree at once; above it, tree by tree.
 ALL_TREES_MAX_PAIRS = 20_000
+ARRAYS = {"format", "n_features", "n_trees", "depths", "classify", "roots", "left", "right", "feature",
+          "threshold", "missing_left", "value"}
+COMPACT_EVERY = 8  # levels between dropping rows that reached a leaf
 
 
 def compile_forest(estimator: Any) -> dict[str, np.ndarray]:
@@ -61,7 +62,7 @@ def compile_forest(estimator: Any) -> dict[str, np.ndarray]:
         "format": np.array(COMPILED_FORMAT),
         "n_features": np.array(estimator.n_features_in_),
         "n_trees": np.array(len(estimator.estimators_)),
-        "max_depth": np.array(max(depths)),
+        "depths": np.asarray(depths, dtype=np.int32),
         "classify": np.array(classify),
         "roots": np.asarray(roots, dtype=node_index),
         "left": np.concatenate(lefts).astype(node_index),
@@ -93,56 +94,91 @@ class CompiledForest:
         self.classify = bool(arrays["classify"])
         self.n_features = int(arrays["n_features"])
         self.n_trees = int(arrays["n_trees"])
-        self.max_depth = int(arrays["max_depth"])
-        self.roots = arrays["roots"]
-        self.feature = arrays["feature"]
-        self.threshold = arrays["threshold"]
-        self.missing_left = arrays["missing_left"]
+        self.depths = arrays["depths"]
+        self.max_depth = int(self.depths.max())
         self.value = arrays["value"]
-        self.classes = np.asarray(classes, dtype=object) if classes is not None else None
+        self.missing_left = arrays["missing_left"]
         self.has_missing_routes = bool(self.missing_left.any())
-        # children[2 * node + went_left]: one gather picks the next node.
+        self.classes = np.asarray(classes, dtype=object) if classes is not None else None
         left, right = arrays["left"], arrays["right"]
-        self.children = np.empty(2 * len(left), dtype=left.dtype)
+        self.index = np.int32 if 2 * len(left) < 2**31 else np.int64
+        self.roots = arrays["roots"].astype(self.index)
+        self.feature = arrays["feature"].astype(self.index)
+        # x <= t for a float64 t is x <= (the largest float32 not above t) for every float32 x: comparing
+        # float32 with float32 is exact and moves half the bytes.
+        threshold32 = arrays["threshold"].astype(np.float32)
+        too_high = threshold32.astype(np.float64) > arrays["threshold"]
+        self.threshold = np.where(too_high, np.nextafter(threshold32, np.float32(-np.inf)), threshold32)
+        # children[2 * node + went_left]: one gather picks the next node.
+        self.children = np.empty(2 * len(left), dtype=self.index)
         self.children[0::2] = right
         self.children[1::2] = left
-        self.workers = max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1, 4))
 
     def apply(self, X: np.ndarray) -> np.ndarray:
         """The leaf that each row reaches in each tree: shape (rows, trees)."""
         X = np.ascontiguousarray(X, dtype=np.float32)
         if X.shape[0] * self.n_trees <= ALL_TREES_MAX_PAIRS:
-            return self._walk(X, self.roots[np.newaxis, :])
-        leaves = np.empty((X.shape[0], self.n_trees), dtype=self.children.dtype)
-
-        def walk_trees(trees: range) -> None:
-            for tree in trees:
-                leaves[:, tree] = self._walk(X, self.roots[tree : tree + 1])[:, 0]
-
-        # numpy releases the GIL inside its loops, so threads over disjoint trees run in parallel.
-        shares = [range(start, self.n_trees, self.workers) for start in range(self.workers)]
-        if self.workers == 1:
-            walk_trees(shares[0])
-        else:
-            with ThreadPoolExecutor(self.workers) as pool:
-                list(pool.map(walk_trees, shares))
+            return self._walk_all_trees(X)
+        leaves = np.empty((X.shape[0], self.n_trees), dtype=self.index)
+        for tree in range(self.n_trees):
+            leaves[:, tree] = self._walk_one_tree(X, tree)
         return leaves
 
-    def _walk(self, X: np.ndarray, roots: np.ndarray) -> np.ndarray:
-        """Walk every row down the given trees, level by level, until all sit on leaves."""
+    def _went_left(self, x: np.ndarray, nodes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        went_left = np.less_equal(x, self.threshold[nodes], out=out)
+        if self.has_missing_routes:
+            went_left |= np.isnan(x) & self.missing_left[nodes]
+        return went_left
+
+    def _walk_all_trees(self, X: np.ndarray) -> np.ndarray:
+        """Every row down every tree at once, level by level: few numpy calls, for small batches."""
+        row_start = (np.arange(X.shape[0], dtype=self.index) * X.shape[1])[:, np.newaxis]
+        nodes = np.broadcast_to(self.roots, (X.shape[0], self.n_trees))
         flat = X.ravel()
-        row_start = (np.arange(X.shape[0], dtype=np.int64) * X.shape[1])[:, np.newaxis]
-        nodes = np.broadcast_to(roots, (X.shape[0], roots.shape[-1]))
-        for level in range(self.max_depth):
+        for _ in range(self.max_depth):
             x = flat[row_start + self.feature[nodes]]
-            went_left = x <= self.threshold[nodes]
-            if self.has_missing_routes:
-                went_left |= np.isnan(x) & self.missing_left[nodes]
-            following = self.children[2 * nodes + went_left]
-            if level % 4 == 3 and np.array_equal(following, nodes):
-                break  # every row is on a leaf (leaves point at themselves)
-            nodes = following
+            nodes = self.children[2 * nodes + self._went_left(x, nodes)]
         return nodes
+
+    def _walk_one_tree(self, X: np.ndarray, tree: int) -> np.ndarray:
+        """All rows down one tree, in preallocated buffers; rows that reached a leaf drop out every few levels."""
+        n = X.shape[0]
+        flat = X.ravel()
+        position_type = np.int32 if n * X.shape[1] < 2**31 else np.int64
+        rows = np.arange(n, dtype=position_type)
+        row_start = rows * X.shape[1]
+        nodes = np.full(n, self.roots[tree], dtype=self.index)
+        following = np.empty_like(nodes)
+        leaves = np.empty_like(nodes)
+        position = np.empty(n, dtype=position_type)
+        x = np.empty(n, dtype=np.float32)
+        went_left = np.empty(n, dtype=bool)
+        active = n
+        for level in range(int(self.depths[tree])):
+            current = nodes[:active]
+            np.take(self.feature, current, out=position[:active])
+            position[:active] += row_start[:active]
+            np.take(flat, position[:active], out=x[:active])
+            self._went_left(x[:active], current, out=went_left[:active])
+            np.multiply(current, 2, out=following[:active])
+            following[:active] += went_left[:active]
+            np.take(self.children, following[:active], out=following[:active])
+            if level % COMPACT_EVERY == COMPACT_EVERY - 1:
+                moving = following[:active] != current  # a leaf points at itself
+                leaves[rows[:active][~moving]] = current[~moving]
+                kept = int(np.count_nonzero(moving))
+                rows[:kept] = rows[:active][moving]
+                row_start[:kept] = row_start[:active][moving]
+                nodes[:kept] = following[:active][moving]
+                active = kept
+            else:
+                nodes, following = following, nodes
+        leaves[rows[:active]] = nodes[:active]
+        return leaves
+
+    def mean_output(self, rows: np.ndarray) -> np.ndarray:
+        """What `predict_proba` (classifier) or `predict` (regressor) returns for these rows."""
+        return self._average(self.apply(rows))
 
     def _average(self, leaves: np.ndarray) -> np.ndarray:
         """The forest's mean of per-tree values, summed in tree order as scikit-learn sums them."""
@@ -158,7 +194,7 @@ class CompiledForest:
     def predict(self, rows: np.ndarray, with_probabilities: bool) -> Prediction:
         if rows.shape[1] != self.n_features:
             raise ValueError(f"expected {self.n_features} features, got {rows.shape[1]}")
-        averaged = self._average(self.apply(rows))
+        averaged = self.mean_output(rows)
         if not self.classify:
             return Prediction(averaged.tolist())
         assert self.classes is not None
@@ -172,7 +208,7 @@ def read_npz(data: bytes) -> dict[str, np.ndarray]:
             arrays = {name: npz[name] for name in npz.files}
     except (ValueError, OSError, KeyError) as exc:
         raise InvalidArtifact("The compiled forest could not be read.", detail=repr(exc)) from None
-    if arrays.get("format") is None or int(arrays["format"]) != COMPILED_FORMAT:
+    if arrays.get("format") is None or int(arrays["format"]) != COMPILED_FORMAT or set(arrays) != ARRAYS:
         raise InvalidArtifact(f"The compiled forest is not format {COMPILED_FORMAT}; retrain or republish it.")
     return arrays
 

@@ -1,0 +1,78 @@
+"""Warm latency inside the handler, raw model speed and peak memory for one model, in a fresh process.
+
+    python -m benchmarks.warm STORE NAME ROWS.npy RESULT.json
+
+Run by `python -m benchmarks`; stdout (the function's logs and metrics) is not read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BATCHES = {1: 300, 100: 100, 10_000: 10}  # rows per request: timed repetitions
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM; ru_maxrss would carry the parent's peak across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main(store: str, name: str, rows_path: str, result_path: str) -> None:
+    os.environ.update(
+        MODEL_STORE=store,
+        MODEL_NAME=name,
+        POWERTOOLS_SERVICE_NAME="bench",
+        POWERTOOLS_METRICS_NAMESPACE="Bench",
+        POWERTOOLS_TRACE_DISABLED="true",
+        POWERTOOLS_LOG_LEVEL="WARNING",
+    )
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "functions" / "predict"))
+    import app
+    from tests.conftest import FakeLambdaContext, api_event
+
+    rows = np.load(rows_path)
+    context = FakeLambdaContext()
+    result: dict[str, Any] = {"handler_ms": {}}
+    for size, repetitions in BATCHES.items():
+        event = api_event("POST", "/predict", {"instances": rows[:size].tolist()})
+        for _ in range(3):
+            assert app.lambda_handler(event, context)["statusCode"] == 200
+        samples = []
+        for _ in range(repetitions):
+            started = time.perf_counter()
+            app.lambda_handler(event, context)
+            samples.append((time.perf_counter() - started) * 1000)
+        result["handler_ms"][size] = {"p50": statistics.median(samples), "p99": percentile(samples, 0.99)}
+
+    predictor = app.models.get().predictor
+    batch = rows[:10_000]
+    # The model alone on 10,000 rows: scikit-learn's predict_proba, or the compiled forest's equivalent.
+    model_alone = predictor.estimator.predict_proba if hasattr(predictor, "estimator") else predictor.mean_output
+    timings = []
+    for _ in range(5):
+        started = time.perf_counter()
+        model_alone(batch)
+        timings.append((time.perf_counter() - started) * 1000)
+    result["model_10k_ms"] = statistics.median(timings)
+    result["peak_rss_mb"] = peak_rss_mb()
+    Path(result_path).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:5])
