@@ -31,12 +31,20 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{cpu}, {os.cpu_count()} cores, {memory_gb:.0f} GiB, {platform.system()} {platform.machine()}, "
-            f"Python {platform.python_version()}, numpy {metadata.version('numpy')}, "
-            f"scikit-learn {metadata.version('scikit-learn')}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {memory_gb:.0f} GiB, {platform.system()} {platform.machine()}, "
+        f"Python {platform.python_version()}, numpy {metadata.version('numpy')}, "
+        f"scikit-learn {metadata.version('scikit-learn')}"
+    )
 
 
 def cold_start(model: BenchModel, path: str, lean: bool, repeats: int) -> dict[str, float]:
@@ -59,9 +67,18 @@ def warm(model: BenchModel, path: str) -> dict[str, Any]:
         rows_file, result_file = Path(scratch) / "rows.npy", Path(scratch) / "result.json"
         np.save(rows_file, np.resize(model.rows, (10_000, model.rows.shape[1])))
         subprocess.run(
-            [sys.executable, "-m", "benchmarks.warm", model.store.uri, model.name(path), str(rows_file),
-             str(result_file)],
-            cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.warm",
+                model.store.uri,
+                model.name(path),
+                str(rows_file),
+                str(result_file),
+            ],
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
         return json.loads(result_file.read_text())
 
@@ -101,18 +118,31 @@ def report(models: list[BenchModel], rows: list[dict[str, Any]]) -> None:
         return next(r for r in rows if r["model"] == model and r["path"] == path and r["lean"] == lean)
 
     print(f"\nMachine: {machine()}\n")
-    print("| model | path | layer | init ms | cold start ms | cold vs sklearn | 1 row p50 / p99 ms | "
-          "100 rows p50 ms | 10k rows p50 ms | model alone 10k ms | peak MB |")
+    print(
+        "| model | path | layer | init ms | cold start ms | cold vs sklearn | 1 row p50 / p99 ms | "
+        "100 rows p50 ms | 10k rows p50 ms | model alone 10k ms | peak MB |"
+    )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         base = find(r["model"], "sklearn")
         ratio = r["cold_ms"] / base["cold_ms"]
-        cells = [r["model"], r["path"], "lean" if r["lean"] else "full", f"{r['init_ms']:.0f}", f"{r['cold_ms']:.0f}",
-                 f"{ratio:.2f}x"]
+        cells = [
+            r["model"],
+            r["path"],
+            "lean" if r["lean"] else "full",
+            f"{r['init_ms']:.0f}",
+            f"{r['cold_ms']:.0f}",
+            f"{ratio:.2f}x",
+        ]
         if "handler_ms" in r:
             h = r["handler_ms"]
-            cells += [f"{h['1']['p50']:.2f} / {h['1']['p99']:.2f}", f"{h['100']['p50']:.2f}",
-                      f"{h['10000']['p50']:.0f}", f"{r['model_10k_ms']:.0f}", f"{r['peak_rss_mb']:.0f}"]
+            cells += [
+                f"{h['1']['p50']:.2f} / {h['1']['p99']:.2f}",
+                f"{h['100']['p50']:.2f}",
+                f"{h['10000']['p50']:.0f}",
+                f"{r['model_10k_ms']:.0f}",
+                f"{r['peak_rss_mb']:.0f}",
+            ]
         else:
             cells += ["", "", "", "", ""]
         print("| " + " | ".join(cells) + " |")
@@ -121,18 +151,24 @@ def report(models: list[BenchModel], rows: list[dict[str, Any]]) -> None:
     for model in models:
         sk, co = find(model.label, "sklearn"), find(model.label, "compiled")
         lean = find(model.label, "compiled", lean=True)
-        print(f"- {model.label}: cold start {co['cold_ms'] / sk['cold_ms']:.2f}x, lean layer "
-              f"{lean['cold_ms'] / sk['cold_ms']:.2f}x [<= 0.4x]; "
-              f"1-row handler p50 {sk['handler_ms']['1']['p50'] / co['handler_ms']['1']['p50']:.1f}x faster [>= 10x]; "
-              f"10k rows, model alone {co['model_10k_ms'] / sk['model_10k_ms']:.2f}x the time [<= 1x]; "
-              f"handler 10k {co['handler_ms']['10000']['p50'] / sk['handler_ms']['10000']['p50']:.2f}x")
+        print(
+            f"- {model.label}: cold start {co['cold_ms'] / sk['cold_ms']:.2f}x, lean layer "
+            f"{lean['cold_ms'] / sk['cold_ms']:.2f}x [<= 0.4x]; "
+            f"1-row handler p50 {sk['handler_ms']['1']['p50'] / co['handler_ms']['1']['p50']:.1f}x faster [>= 10x]; "
+            f"10k rows, model alone {co['model_10k_ms'] / sk['model_10k_ms']:.2f}x the time [<= 1x]; "
+            f"handler 10k {co['handler_ms']['10000']['p50'] / sk['handler_ms']['10000']['p50']:.2f}x"
+        )
     print("\nSizes:")
-    print(f"- layers (this architecture): full {size_mb(layer_dir(BUILD_DIR)):.1f} MB, "
-          f"lean {size_mb(layer_dir(BUILD_DIR, lean=True)):.1f} MB [< 60 MB]; function "
-          f"{size_mb(BUILD_DIR / 'PredictFunction'):.2f} MB")
+    print(
+        f"- layers (this architecture): full {size_mb(layer_dir(BUILD_DIR)):.1f} MB, "
+        f"lean {size_mb(layer_dir(BUILD_DIR, lean=True)):.1f} MB [< 60 MB]; function "
+        f"{size_mb(BUILD_DIR / 'PredictFunction'):.2f} MB"
+    )
     for model in models:
-        print(f"- {model.label}: model.joblib {artifact_mb(model, 'sklearn', 'model.joblib'):.2f} MB, "
-              f"forest.npz {artifact_mb(model, 'compiled', 'forest.npz'):.2f} MB")
+        print(
+            f"- {model.label}: model.joblib {artifact_mb(model, 'sklearn', 'model.joblib'):.2f} MB, "
+            f"forest.npz {artifact_mb(model, 'compiled', 'forest.npz'):.2f} MB"
+        )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,15 @@ def large_dataset() -> Dataset:
 
     X, y = make_classification(LARGE_ROWS, LARGE_FEATURES, n_informative=20, n_redundant=10, random_state=0)
     labels = np.asarray(["no", "yes"])[y]
-    return Dataset(X, labels, [f"f{i}" for i in range(LARGE_FEATURES)], "label", "classification",
-                   "synthetic:make_classification", _fingerprint(X, labels))
+    return Dataset(
+        X,
+        labels,
+        [f"f{i}" for i in range(LARGE_FEATURES)],
+        "label",
+        "classification",
+        "synthetic:make_classification",
+        _fingerprint(X, labels),
+    )
 
 
 def prepare(store_root: Path = CACHE / "store") -> list[BenchModel]:

@@ -129,3 +129,14 @@ def test_compiled_path_never_imports_scikit_learn(trained_iris: Any, local_store
         assert outcome["heavy"] == []  # no scikit-learn, scipy, joblib, nor boto3 for a local store
     else:
         assert {"sklearn", "joblib"} <= set(outcome["heavy"])
+
+
+def test_a_compiled_forest_of_another_format_is_refused(trained_iris: Any) -> None:
+    from lambda_forest.errors import InvalidArtifact
+
+    arrays = compile_forest(trained_iris.estimator)
+    del arrays["depths"]
+    with pytest.raises(InvalidArtifact, match="not format 1"):
+        read_npz(to_npz(arrays))
+    with pytest.raises(InvalidArtifact):
+        read_npz(b"not an npz file")

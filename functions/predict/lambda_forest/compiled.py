@@ -3,7 +3,8 @@
 Serving from it needs numpy only: no scikit-learn, no scipy, no pickle (`np.load(allow_pickle=False)`).
 It reproduces scikit-learn's arithmetic step for step, so its answers are the estimator's own:
 
-- rows are cast to float32 and compared `x <= threshold` against float64 thresholds, as the tree code does;
+- rows are cast to float32, as the tree code does, and compared `x <= t` with each float64 threshold
+  rounded down to float32 (`float32_at_or_below`: the same answer for every float32 x);
   NaN follows the node's `missing_go_to_left`;
 - a classifier tree's leaf values are the class fractions `DecisionTreeClassifier.predict_proba` returns;
 - per-tree outputs are summed in tree order (`np.add.accumulate` is strictly sequential, like the
@@ -28,13 +29,24 @@ COMPILED_FILE = "forest.npz"
 COMPILED_FORMAT = 1
 # Below this many (row, tree) pairs, walk every tree at once; above it, tree by tree.
 ALL_TREES_MAX_PAIRS = 20_000
-ARRAYS = {"format", "n_features", "n_trees", "depths", "classify", "roots", "left", "right", "feature",
-          "threshold", "missing_left", "value"}
+ARRAYS = {
+    "format",
+    "n_features",
+    "n_trees",
+    "depths",
+    "classify",
+    "roots",
+    "children",
+    "feature",
+    "threshold",
+    "missing_left",
+    "value",
+}
 COMPACT_EVERY = 8  # levels between dropping rows that reached a leaf
 
 
 def compile_forest(estimator: Any) -> dict[str, np.ndarray]:
-    """Flatten a fitted RandomForestClassifier/Regressor (single output) into arrays."""
+    """Flatten a fitted RandomForestClassifier/Regressor (single output) into the arrays serving reads."""
     if getattr(estimator, "n_outputs_", 1) != 1:
         raise ValueError("only single-output forests can be compiled")
     classify = hasattr(estimator, "classes_")
@@ -43,35 +55,48 @@ def compile_forest(estimator: Any) -> dict[str, np.ndarray]:
     for tree_estimator in estimator.estimators_:
         tree = tree_estimator.tree_
         left = tree.children_left.astype(np.int64)
-        right = tree.children_right.astype(np.int64)
         leaf = left == -1
         ids = np.arange(tree.node_count, dtype=np.int64) + offset
         # Leaves point at themselves, so a walk can run past a shallow leaf without moving.
         lefts.append(np.where(leaf, ids, left + offset))
-        rights.append(np.where(leaf, ids, right + offset))
+        rights.append(np.where(leaf, ids, tree.children_right + offset))
         features.append(np.where(leaf, 0, tree.feature))
         thresholds.append(np.where(leaf, np.inf, tree.threshold))
         missing = getattr(tree, "missing_go_to_left", np.zeros(tree.node_count, dtype=np.uint8))
-        missing_left.append(np.asarray(missing, dtype=np.uint8))
+        missing_left.append(np.asarray(missing, dtype=bool))
         values.append(_tree_values(tree, classify, estimator))
         roots.append(offset)
         depths.append(tree.max_depth)
         offset += tree.node_count
-    node_index = np.int32 if offset < 2**31 else np.int64
+    index = np.int32 if 2 * offset < 2**31 else np.int64
+    # children[2 * node + went_left]: one gather picks the next node.
+    children = np.empty(2 * offset, dtype=index)
+    children[0::2] = np.concatenate(rights)
+    children[1::2] = np.concatenate(lefts)
     return {
         "format": np.array(COMPILED_FORMAT),
         "n_features": np.array(estimator.n_features_in_),
         "n_trees": np.array(len(estimator.estimators_)),
         "depths": np.asarray(depths, dtype=np.int32),
         "classify": np.array(classify),
-        "roots": np.asarray(roots, dtype=node_index),
-        "left": np.concatenate(lefts).astype(node_index),
-        "right": np.concatenate(rights).astype(node_index),
-        "feature": np.concatenate(features).astype(np.int32),
-        "threshold": np.concatenate(thresholds).astype(np.float64),
-        "missing_left": np.concatenate(missing_left).astype(bool),
+        "roots": np.asarray(roots, dtype=index),
+        "children": children,
+        "feature": np.concatenate(features).astype(index),
+        "threshold": float32_at_or_below(np.concatenate(thresholds)),
+        "missing_left": np.concatenate(missing_left),
         "value": np.concatenate(values),
     }
+
+
+def float32_at_or_below(threshold: np.ndarray) -> np.ndarray:
+    """The largest float32 not above each float64 threshold.
+
+    For any float32 x, `x <= t` holds exactly when `x <= float32_at_or_below(t)`: scikit-learn's float32
+    rows compared with its float64 thresholds give the same answers in half the bytes.
+    """
+    rounded = threshold.astype(np.float32)
+    too_high = rounded.astype(np.float64) > threshold
+    return np.where(too_high, np.nextafter(rounded, np.float32(-np.inf)), rounded)
 
 
 def _tree_values(tree: Any, classify: bool, estimator: Any) -> np.ndarray:
@@ -96,33 +121,15 @@ class CompiledForest:
         self.n_trees = int(arrays["n_trees"])
         self.depths = arrays["depths"]
         self.max_depth = int(self.depths.max())
-        self.value = arrays["value"]
+        self.roots = arrays["roots"]
+        self.children = arrays["children"]
+        self.feature = arrays["feature"]
+        self.threshold = arrays["threshold"]
         self.missing_left = arrays["missing_left"]
         self.has_missing_routes = bool(self.missing_left.any())
+        self.value = arrays["value"]
+        self.index = self.children.dtype
         self.classes = np.asarray(classes, dtype=object) if classes is not None else None
-        left, right = arrays["left"], arrays["right"]
-        self.index = np.int32 if 2 * len(left) < 2**31 else np.int64
-        self.roots = arrays["roots"].astype(self.index)
-        self.feature = arrays["feature"].astype(self.index)
-        # x <= t for a float64 t is x <= (the largest float32 not above t) for every float32 x: comparing
-        # float32 with float32 is exact and moves half the bytes.
-        threshold32 = arrays["threshold"].astype(np.float32)
-        too_high = threshold32.astype(np.float64) > arrays["threshold"]
-        self.threshold = np.where(too_high, np.nextafter(threshold32, np.float32(-np.inf)), threshold32)
-        # children[2 * node + went_left]: one gather picks the next node.
-        self.children = np.empty(2 * len(left), dtype=self.index)
-        self.children[0::2] = right
-        self.children[1::2] = left
-
-    def apply(self, X: np.ndarray) -> np.ndarray:
-        """The leaf that each row reaches in each tree: shape (rows, trees)."""
-        X = np.ascontiguousarray(X, dtype=np.float32)
-        if X.shape[0] * self.n_trees <= ALL_TREES_MAX_PAIRS:
-            return self._walk_all_trees(X)
-        leaves = np.empty((X.shape[0], self.n_trees), dtype=self.index)
-        for tree in range(self.n_trees):
-            leaves[:, tree] = self._walk_one_tree(X, tree)
-        return leaves
 
     def _went_left(self, x: np.ndarray, nodes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         went_left = np.less_equal(x, self.threshold[nodes], out=out)
@@ -135,9 +142,12 @@ class CompiledForest:
         row_start = (np.arange(X.shape[0], dtype=self.index) * X.shape[1])[:, np.newaxis]
         nodes = np.broadcast_to(self.roots, (X.shape[0], self.n_trees))
         flat = X.ravel()
-        for _ in range(self.max_depth):
+        for level in range(self.max_depth):
             x = flat[row_start + self.feature[nodes]]
-            nodes = self.children[2 * nodes + self._went_left(x, nodes)]
+            following = self.children[2 * nodes + self._went_left(x, nodes)]
+            if level % 4 == 3 and np.array_equal(following, nodes):
+                break  # every row sits on a leaf
+            nodes = following
         return nodes
 
     def _walk_one_tree(self, X: np.ndarray, tree: int) -> np.ndarray:
@@ -177,17 +187,20 @@ class CompiledForest:
         return leaves
 
     def mean_output(self, rows: np.ndarray) -> np.ndarray:
-        """What `predict_proba` (classifier) or `predict` (regressor) returns for these rows."""
-        return self._average(self.apply(rows))
+        """What `predict_proba` (classifier) or `predict` (regressor) returns for these rows.
 
-    def _average(self, leaves: np.ndarray) -> np.ndarray:
-        """The forest's mean of per-tree values, summed in tree order as scikit-learn sums them."""
-        if leaves.size <= ALL_TREES_MAX_PAIRS:
-            total = np.add.accumulate(self.value[leaves], axis=1)[:, -1]  # sequential, in tree order
+        Per-tree values are summed in tree order, as scikit-learn's forest sums them, then divided.
+        """
+        X = np.ascontiguousarray(rows, dtype=np.float32)
+        if X.shape[0] * self.n_trees <= ALL_TREES_MAX_PAIRS:
+            leaves = self._walk_all_trees(X)  # (rows, trees)
+            # Strictly sequential; + 0.0 as scikit-learn starts from zeros (so no -0.0 survives).
+            total = np.add.accumulate(self.value[leaves], axis=1)[:, -1] + 0.0
         else:
-            total = self.value[leaves[:, 0]].copy()
-            for tree in range(1, self.n_trees):
-                total += self.value[leaves[:, tree]]
+            total = np.zeros((X.shape[0], *self.value.shape[1:]))
+            tree_values = np.empty_like(total)
+            for tree in range(self.n_trees):
+                total += np.take(self.value, self._walk_one_tree(X, tree), axis=0, out=tree_values)
         total /= self.n_trees
         return total
 
