@@ -91,17 +91,9 @@ def test_predictions_equal_the_estimators_own(
 
 def test_model_route_shows_public_manifest_fields(iris_api: Any, published_iris: Any) -> None:
     body = iris_api(load_event("model.json")).body
-    assert set(body) == {
-        "name",
-        "version",
-        "task",
-        "estimator",
-        "feature_names",
-        "classes",
-        "metrics",
-        "created_at",
-        "runtime",
-    }
+    # shared/DESIGN.md section 3: the manifest's public fields, and nothing else (no hashes, no data stats).
+    expected = {"name", "version", "task", "estimator", "feature_names", "classes", "metrics", "created_at", "runtime"}
+    assert set(body) == expected
     assert body["version"] == published_iris.version
     assert body["feature_names"] == published_iris.feature_names
 

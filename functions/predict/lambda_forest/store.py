@@ -262,15 +262,12 @@ class LocalStore(ModelStore):
     def _create(self, key: str, data: bytes) -> None:
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # Write beside the target, then link: the name appears only with complete contents,
-            # and os.link refuses to replace an existing file.
-            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False) as tmp:
-                tmp.write(data)
+            # The name appears only with complete contents, and os.link refuses to replace a file.
+            temporary = self._write_beside(path, data)
             try:
-                os.link(tmp.name, path)
+                os.link(temporary, path)
             finally:
-                os.unlink(tmp.name)
+                os.unlink(temporary)
         except FileExistsError:
             raise VersionExists(f"{key} already exists; versions are immutable.") from None
         except OSError as exc:
@@ -279,12 +276,17 @@ class LocalStore(ModelStore):
     def _replace(self, key: str, data: bytes) -> None:
         path = self._path(key)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False) as tmp:
-                tmp.write(data)
-            os.replace(tmp.name, path)
+            os.replace(self._write_beside(path, data), path)
         except OSError as exc:
             raise StoreAccessDenied("The model store cannot be written.", detail=f"{self.uri}: {exc}") from None
+
+    @staticmethod
+    def _write_beside(path: Path, data: bytes) -> str:
+        """Write `data` to a new temporary file in `path`'s directory; returns its name."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".tmp-", delete=False) as temporary:
+            temporary.write(data)
+        return temporary.name
 
     def _list(self, prefix: str) -> list[str]:
         base = self._path(prefix) if prefix else self.root
@@ -327,23 +329,15 @@ class S3Store(ModelStore):
         return None  # 304 Not Modified
 
     def _create(self, key: str, data: bytes) -> None:
-        with self._translate(key):
-            self.client.put_object(
-                Bucket=self.bucket,
-                Key=self._key(key),
-                Body=data,
-                IfNoneMatch="*",
-                ChecksumAlgorithm="SHA256",
-            )
+        self._put(key, data, IfNoneMatch="*")  # S3 refuses (412) to overwrite: versions stay immutable
 
     def _replace(self, key: str, data: bytes) -> None:
+        self._put(key, data, ContentType="application/json")
+
+    def _put(self, key: str, data: bytes, **options: str) -> None:
         with self._translate(key):
             self.client.put_object(
-                Bucket=self.bucket,
-                Key=self._key(key),
-                Body=data,
-                ContentType="application/json",
-                ChecksumAlgorithm="SHA256",
+                Bucket=self.bucket, Key=self._key(key), Body=data, ChecksumAlgorithm="SHA256", **options
             )
 
     def _list(self, prefix: str) -> list[str]:
