@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from lambda_forest.errors import NotInStore, StoreAccessDenied, VersionExists
+from lambda_forest.errors import NotInStore, StoreAccessDenied, StoreUnreachable, VersionExists
 from lambda_forest.manifest import Manifest
 from lambda_forest.store import LocalStore, S3Store, open_store
 from tests.conftest import publish_model
@@ -97,3 +97,24 @@ def test_missing_bucket_is_a_clear_error(s3_store: Any) -> None:
         missing.list_versions("iris")
     assert "no-such-bucket-here" not in caught.value.message  # the bucket is detail, not public message
     assert "no-such-bucket-here" in caught.value.detail
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "error", "words"),
+    [
+        ("AccessDenied", 403, StoreAccessDenied, "refused"),
+        ("InvalidAccessKeyId", 403, StoreAccessDenied, "refused"),
+        ("SlowDown", 503, StoreUnreachable, "returned an error"),
+    ],
+)
+def test_s3_errors_become_store_errors_without_aws_details(
+    s3_store: Any, code: str, status: int, error: type, words: str
+) -> None:
+    from botocore.stub import Stubber
+
+    with Stubber(s3_store.client) as stub:
+        stub.add_client_error("get_object", service_error_code=code, http_status_code=status)
+        with pytest.raises(error, match=words) as caught:
+            s3_store.read_manifest("iris", "v1")
+    assert code not in caught.value.message and s3_store.bucket not in caught.value.message
+    assert code in caught.value.detail

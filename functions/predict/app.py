@@ -26,7 +26,7 @@ from lambda_forest.errors import (
     ModelUnavailable,
     RouteNotFound,
 )
-from lambda_forest.model_cache import LoadedModel, ModelCache
+from lambda_forest.model_cache import LoadedModel, ModelCache, load_version
 from lambda_forest.schema import (
     error_response,
     health_response,
@@ -64,6 +64,7 @@ def build_model_cache(config: FunctionConfig, store_opener: Callable[[str], Mode
         version=config.model_version,
         alias=config.model_alias,
         refresh_seconds=config.refresh_seconds,
+        loader=tracer.capture_method(load_version, capture_response=False),
         on_load=record_load,
         on_refresh_failure=record_refresh_failure,
     )
