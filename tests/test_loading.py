@@ -47,7 +47,7 @@ class CodeRunner:
 
 
 def test_tampered_model_is_refused_and_never_deserialised(
-    handler: Any, local_store: Any, published_iris: Any, tmp_path: Path
+    handler: Any, local_store: Any, published_iris: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     marker = tmp_path / "pwned"
     evil = pickle.dumps(CodeRunner(marker))
@@ -58,6 +58,8 @@ def test_tampered_model_is_refused_and_never_deserialised(
     assert "failed verification" in reply.body["error"]["message"]
     assert "retry-after" in reply.headers
     assert not marker.exists()
+    logged = capsys.readouterr().out
+    assert '"reason":"IntegrityError"' in logged and '"ModelUnavailable":[1.0]' in logged  # logged and counted
 
 
 def test_tampered_compiled_forest_is_refused(handler: Any, local_store: Any, published_iris: Any) -> None:

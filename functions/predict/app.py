@@ -173,6 +173,11 @@ def reply_with_error(error: LambdaForestError) -> Response:
     headers: dict[str, str] = {}
     if isinstance(error, ModelUnavailable):
         headers["Retry-After"] = str(error.retry_after_seconds)
+        # Why the model could not serve (IntegrityError, IncompatibleModel, StoreUnreachable...), for alarms.
+        with single_metric(
+            name="ModelUnavailable", unit=MetricUnit.Count, value=1, namespace=metrics.namespace
+        ) as metric:
+            metric.add_dimension(name="reason", value=type(error).__name__)
     if isinstance(error, MethodNotAllowed):
         headers["Allow"] = ", ".join(error.allowed)
     return Response(
