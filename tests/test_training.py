@@ -211,3 +211,25 @@ def test_unreachable_endpoint_fails_cleanly(capsys: Any, monkeypatch: pytest.Mon
     monkeypatch.setattr("lambda_forest.store.S3_MAX_ATTEMPTS", 1)
     code, _, err = run(capsys, "--store", "s3://some-bucket/m", "list", "--name", "iris")
     assert code == 1 and "cannot be reached" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [("classifier", {"class_weight": "balanced_subsample"}), ("regressor", {"max_features": 0.5})],
+)
+def test_growing_with_progress_gives_the_forest_one_fit_gives(kind: str, options: dict[str, Any]) -> None:
+    from sklearn.datasets import load_diabetes, load_wine
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+    from training.forest import fit_with_progress
+
+    forest, load = (
+        (RandomForestClassifier, load_wine) if kind == "classifier" else (RandomForestRegressor, load_diabetes)
+    )
+    X, y = load(return_X_y=True)
+    reference = forest(n_estimators=23, random_state=5, **options).fit(X, y)
+    grown = forest(n_estimators=23, random_state=5, **options)
+    fit_with_progress(grown, X, y, progress=lambda _: None)
+    assert len(grown.estimators_) == 23 and not grown.warm_start
+    output = "predict_proba" if kind == "classifier" else "predict"
+    assert np.array_equal(getattr(grown, output)(X), getattr(reference, output)(X))

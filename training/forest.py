@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -89,11 +91,38 @@ def train(data: Dataset, params: ForestParams, test_size: float = 0.2, progress:
         f"({data.task}), holding out {len(y_test)} rows"
     )
     try:
-        estimator.fit(X_train, y_train)
+        fit_with_progress(estimator, X_train, y_train, progress)
     except ValueError as exc:
         raise TrainingError(f"Training failed: {exc}") from None
     metrics = evaluate(estimator, X_test, y_test, classify)
     return TrainedModel(estimator, data, estimator_params, metrics, X_test, y_test)
+
+
+# Progress lines only for fits slow enough to need them.
+PROGRESS_AFTER_SECONDS = 1.0
+PROGRESS_STEPS = 10
+
+
+def fit_with_progress(estimator: Any, X: np.ndarray, y: np.ndarray, progress: Progress) -> None:
+    """Grow the forest a tenth at a time (warm_start), reporting when it takes a while.
+
+    scikit-learn advances its random state past the trees already grown, so the forest is the one a
+    single `fit` call would grow.
+    """
+    total = estimator.n_estimators
+    step = max(1, total // PROGRESS_STEPS)
+    started = time.perf_counter()
+    estimator.set_params(warm_start=True)
+    for grown in range(step, total + step, step):
+        estimator.set_params(n_estimators=min(grown, total))
+        with warnings.catch_warnings():
+            # Its advice is for warm starts on other data; every step here sees the same rows.
+            warnings.filterwarnings("ignore", message="class_weight presets", category=UserWarning)
+            estimator.fit(X, y)
+        elapsed = time.perf_counter() - started
+        if elapsed > PROGRESS_AFTER_SECONDS and grown < total:
+            progress(f"  {min(grown, total)}/{total} trees, {elapsed:.0f} s")
+    estimator.set_params(warm_start=False)
 
 
 def evaluate(estimator: Any, X: np.ndarray, y: np.ndarray, classify: bool) -> dict[str, float]:
