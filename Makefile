@@ -34,8 +34,9 @@ $(VENV)/.installed: requirements/*.txt pyproject.toml
 model: setup
 	$(PY) -m training --store $(STORE) train --dataset $(MODEL) --promote --if-unpublished
 
+# This machine's architecture only, and only the layer the function uses (SAM resolves the conditions).
 build: setup
-	sam build --parameter-overrides Architecture=$(ARCH)
+	sam build PredictFunction --parameter-overrides Architecture=$(ARCH)
 
 serve: model build
 	$(PY) -m local_lambda --store $(STORE) --name $(MODEL) serve --port $(PORT)
@@ -50,7 +51,8 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-bench: setup build
+bench: setup
+	sam build --parameter-overrides Architecture=$(ARCH)  # every layer: the benchmark runs the lean one too
 	$(PY) -m benchmarks
 
 clean:
