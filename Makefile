@@ -45,6 +45,7 @@ invoke: model build
 	$(PY) -m local_lambda --store $(STORE) --name $(MODEL) invoke $(or $(EVENT),events/predict.json)
 
 test: setup
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 lint: setup
