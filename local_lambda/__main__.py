@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 from pathlib import Path
 
+from lambda_forest.config import default_store
 from local_lambda.emulator import BUILD_DIR, Emulator, EmulatorError, local_environment
 from local_lambda.http_api import make_server
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--store",
-        default=os.environ.get("LAMBDA_FOREST_STORE", "./model-store"),
+        default=default_store(),
         help="MODEL_STORE: a local directory or s3://BUCKET/PREFIX (default %(default)s)",
     )
     parser.add_argument("--name", default="iris", help="MODEL_NAME (default %(default)s)")

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from lambda_forest.config import default_store
 from lambda_forest.errors import LambdaForestError, TrainingError
 from lambda_forest.manifest import Manifest
 from lambda_forest.store import DEFAULT_ALIAS, ModelStore, open_store
 
-DEFAULT_STORE = os.environ.get("LAMBDA_FOREST_STORE", "./model-store")
+DEFAULT_STORE = default_store()
 
 EXIT_ERROR = 1
 EXIT_QUALITY_GATE = 3

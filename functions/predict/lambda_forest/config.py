@@ -10,6 +10,11 @@ from lambda_forest.errors import ConfigError
 from lambda_forest.store import DEFAULT_ALIAS, check_name
 
 
+def default_store(environ: Mapping[str, str] = os.environ) -> str:
+    """The store the command-line tools use without --store: $LAMBDA_FOREST_STORE, else ./model-store."""
+    return environ.get("LAMBDA_FOREST_STORE", "").strip() or "./model-store"
+
+
 @dataclass(frozen=True)
 class FunctionConfig:
     model_store: str
