@@ -113,7 +113,11 @@ def to_npz(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 class CompiledForest:
-    """Predicts from the flat arrays of `compile_forest`."""
+    """Predicts from the flat arrays of `compile_forest`.
+
+    Walks address nodes by slot (2 x node id): `next_slot[slot + went_left]` is the next node's slot,
+    so a level costs one add instead of a multiply and an add; the per-node arrays are laid out by slot.
+    """
 
     def __init__(self, arrays: dict[str, np.ndarray], classes: list[Any] | None) -> None:
         self.classify = bool(arrays["classify"])
@@ -121,70 +125,70 @@ class CompiledForest:
         self.n_trees = int(arrays["n_trees"])
         self.depths = arrays["depths"]
         self.max_depth = int(self.depths.max())
-        self.roots = arrays["roots"]
-        self.children = arrays["children"]
-        self.feature = arrays["feature"]
-        self.threshold = arrays["threshold"]
-        self.missing_left = arrays["missing_left"]
-        self.has_missing_routes = bool(self.missing_left.any())
         self.value = arrays["value"]
-        self.index = self.children.dtype
         self.classes = np.asarray(classes, dtype=object) if classes is not None else None
+        children = arrays["children"]
+        self.index = children.dtype
+        self.root_slots = 2 * arrays["roots"]
+        self.next_slot = 2 * children
+        self.feature = np.repeat(arrays["feature"], 2)
+        self.threshold = np.repeat(arrays["threshold"], 2)
+        self.missing_left = np.repeat(arrays["missing_left"], 2)
 
-    def _went_left(self, x: np.ndarray, nodes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        went_left = np.less_equal(x, self.threshold[nodes], out=out)
-        if self.has_missing_routes:
-            went_left |= np.isnan(x) & self.missing_left[nodes]
-        return went_left
-
-    def _walk_all_trees(self, X: np.ndarray) -> np.ndarray:
+    def _walk_all_trees(self, X: np.ndarray, missing: bool) -> np.ndarray:
         """Every row down every tree at once, level by level: few numpy calls, for small batches."""
         row_start = (np.arange(X.shape[0], dtype=self.index) * X.shape[1])[:, np.newaxis]
-        nodes = np.broadcast_to(self.roots, (X.shape[0], self.n_trees))
+        slots = np.broadcast_to(self.root_slots, (X.shape[0], self.n_trees))
         flat = X.ravel()
         for level in range(self.max_depth):
-            x = flat[row_start + self.feature[nodes]]
-            following = self.children[2 * nodes + self._went_left(x, nodes)]
-            if level % 4 == 3 and np.array_equal(following, nodes):
+            x = flat[row_start + self.feature[slots]]
+            went_left = x <= self.threshold[slots]
+            if missing:  # NaN never compares true; it follows the node's missing-value route
+                went_left |= np.isnan(x) & self.missing_left[slots]
+            following = self.next_slot[slots + went_left]
+            if level % 4 == 3 and np.array_equal(following, slots):
                 break  # every row sits on a leaf
-            nodes = following
-        return nodes
+            slots = following
+        return slots >> 1
 
-    def _walk_one_tree(self, X: np.ndarray, tree: int) -> np.ndarray:
-        """All rows down one tree, in preallocated buffers; rows that reached a leaf drop out every few levels."""
+    def _walk_one_tree(self, X: np.ndarray, tree: int, missing: bool) -> np.ndarray:
+        """All rows down one tree, in preallocated buffers; rows on a leaf drop out every few levels."""
         n = X.shape[0]
         flat = X.ravel()
         position_type = np.int32 if n * X.shape[1] < 2**31 else np.int64
         rows = np.arange(n, dtype=position_type)
         row_start = rows * X.shape[1]
-        nodes = np.full(n, self.roots[tree], dtype=self.index)
-        following = np.empty_like(nodes)
-        leaves = np.empty_like(nodes)
+        slots = np.full(n, self.root_slots[tree], dtype=self.index)
+        following = np.empty_like(slots)
+        leaves = np.empty_like(slots)
         position = np.empty(n, dtype=position_type)
         x = np.empty(n, dtype=np.float32)
+        threshold = np.empty(n, dtype=self.threshold.dtype)
         went_left = np.empty(n, dtype=bool)
         active = n
         for level in range(int(self.depths[tree])):
-            current = nodes[:active]
+            current = slots[:active]
             np.take(self.feature, current, out=position[:active])
             position[:active] += row_start[:active]
             np.take(flat, position[:active], out=x[:active])
-            self._went_left(x[:active], current, out=went_left[:active])
-            np.multiply(current, 2, out=following[:active])
-            following[:active] += went_left[:active]
-            np.take(self.children, following[:active], out=following[:active])
+            np.take(self.threshold, current, out=threshold[:active])
+            np.less_equal(x[:active], threshold[:active], out=went_left[:active])
+            if missing:
+                went_left[:active] |= np.isnan(x[:active]) & self.missing_left[current]
+            np.add(current, went_left[:active], out=following[:active])
+            np.take(self.next_slot, following[:active], out=following[:active])
             if level % COMPACT_EVERY == COMPACT_EVERY - 1:
-                moving = following[:active] != current  # a leaf points at itself
+                moving = following[:active] != current  # a leaf's slot leads back to itself
                 leaves[rows[:active][~moving]] = current[~moving]
                 kept = int(np.count_nonzero(moving))
                 rows[:kept] = rows[:active][moving]
                 row_start[:kept] = row_start[:active][moving]
-                nodes[:kept] = following[:active][moving]
+                slots[:kept] = following[:active][moving]
                 active = kept
             else:
-                nodes, following = following, nodes
-        leaves[rows[:active]] = nodes[:active]
-        return leaves
+                slots, following = following, slots
+        leaves[rows[:active]] = slots[:active]
+        return leaves >> 1
 
     def mean_output(self, rows: np.ndarray) -> np.ndarray:
         """What `predict_proba` (classifier) or `predict` (regressor) returns for these rows.
@@ -192,15 +196,16 @@ class CompiledForest:
         Per-tree values are summed in tree order, as scikit-learn's forest sums them, then divided.
         """
         X = np.ascontiguousarray(rows, dtype=np.float32)
+        missing = bool(np.isnan(X).any())
         if X.shape[0] * self.n_trees <= ALL_TREES_MAX_PAIRS:
-            leaves = self._walk_all_trees(X)  # (rows, trees)
+            leaves = self._walk_all_trees(X, missing)  # (rows, trees)
             # Strictly sequential; + 0.0 as scikit-learn starts from zeros (so no -0.0 survives).
             total = np.add.accumulate(self.value[leaves], axis=1)[:, -1] + 0.0
         else:
             total = np.zeros((X.shape[0], *self.value.shape[1:]))
             tree_values = np.empty_like(total)
             for tree in range(self.n_trees):
-                total += np.take(self.value, self._walk_one_tree(X, tree), axis=0, out=tree_values)
+                total += np.take(self.value, self._walk_one_tree(X, tree, missing), axis=0, out=tree_values)
         total /= self.n_trees
         return total
 
