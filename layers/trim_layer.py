@@ -31,7 +31,7 @@ DROP_SUFFIXES = (".pyx", ".pxd", ".pxi", ".pyi", ".c", ".cpp", ".h")
 # Build-time tools and type stubs nothing imports at run time (the import check below confirms).
 # (numpy/f2py only where asked: scipy reaches numpy.f2py through numpy's lazy attributes.)
 DROP_GLOBS = ("bin", "numpy/_pyinstaller", "*-stubs")
-DEFAULT_CHECKS = "numpy,scipy,sklearn.ensemble,joblib,aws_lambda_powertools,aws_xray_sdk"
+DEFAULT_CHECKS = "numpy,scipy,sklearn.ensemble,joblib,orjson,aws_lambda_powertools,aws_xray_sdk"
 
 
 def size_mb(root: Path) -> float:

@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.logging import correlation_paths
@@ -44,7 +45,7 @@ warnings.filterwarnings("ignore", message="No application metrics to publish")
 logger = Logger()
 metrics = Metrics()
 tracer = Tracer()
-app = APIGatewayRestResolver()
+app = APIGatewayRestResolver(serializer=lambda body: orjson.dumps(body).decode())
 
 
 def record_load(loaded: LoadedModel) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from lambda_forest.artifact import Prediction
 from lambda_forest.errors import (
@@ -29,18 +29,14 @@ class PredictRequest:
     probabilities: bool = True
 
 
-def _refuse_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def parse_predict_body(body: str | bytes | None, max_rows: int) -> PredictRequest:
     """Check the request envelope; the rows themselves are checked against a model's features later."""
     if body is None or (isinstance(body, str | bytes) and not body.strip()):
         raise InvalidJson('The request body is empty; expected a JSON object like {"instances": [[...]]}.')
     try:
-        payload = json.loads(body, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError):
-        raise InvalidJson("The request body is not valid JSON.") from None
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise InvalidJson(f"The request body is not valid JSON: {error}.") from None
     if not isinstance(payload, dict):
         raise InvalidRequest(
             f'The request body is a JSON {_json_type(payload)}; expected an object like {{"instances": [[...]]}}.'
