@@ -65,7 +65,7 @@ def main(store: str, name: str, rows_path: str, result_path: str) -> None:
     # The model alone on 10,000 rows: scikit-learn's predict_proba, or the compiled forest's equivalent.
     model_alone = predictor.estimator.predict_proba if hasattr(predictor, "estimator") else predictor.mean_output
     timings = []
-    for _ in range(5):
+    for _ in range(11):
         started = time.perf_counter()
         model_alone(batch)
         timings.append((time.perf_counter() - started) * 1000)
