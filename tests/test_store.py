@@ -118,3 +118,26 @@ def test_s3_errors_become_store_errors_without_aws_details(
             s3_store.read_manifest("iris", "v1")
     assert code not in caught.value.message and s3_store.bucket not in caught.value.message
     assert code in caught.value.detail
+
+
+def test_a_concurrent_alias_move_is_never_lost(
+    store: Any, trained_iris: Any, trained_diabetes: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lambda_forest.errors import AliasMoved
+
+    first = publish_model(store, trained_iris, name="m")
+    second = publish_model(store, trained_diabetes, name="m", promote=False)
+    read = store._read_if_changed
+
+    def read_then_someone_else_moves_it(key: str, tag: str | None) -> Any:
+        result = read(key, tag)
+        monkeypatch.setattr(store, "_read_if_changed", read)
+        store.set_alias("m", "live", second.version)  # another operator, between our read and our write
+        return result
+
+    monkeypatch.setattr(store, "_read_if_changed", read_then_someone_else_moves_it)
+    with pytest.raises(AliasMoved, match="moved by someone else"):
+        store.set_alias("m", "live", first.version)
+    live = store.read_alias("m", "live")
+    assert (live.version, live.previous) == (second.version, first.version)  # the other move stands
+    assert store.set_alias("m", "live", first.version).previous == second.version  # a retry sees it

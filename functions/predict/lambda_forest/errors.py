@@ -99,6 +99,13 @@ class VersionExists(StoreError):
     code = "version_exists"
 
 
+class AliasMoved(StoreError):
+    """An alias changed between reading and writing it; the write was refused."""
+
+    status = 409
+    code = "alias_moved"
+
+
 class IntegrityError(ModelUnavailable):
     """A stored file does not match the sha256 its manifest records."""
 

@@ -11,6 +11,7 @@ the errors of `lambda_forest.errors`, so nothing above this module sees an AWS e
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lambda_forest.errors import (
+    AliasMoved,
     ConfigError,
     NotInStore,
     StoreAccessDenied,
@@ -89,6 +91,10 @@ class _Missing(Exception):
     """A key the backend does not hold; turned into a precise NotInStore by the caller."""
 
 
+class _Conflict(Exception):
+    """A conditional write found the object not as expected; the caller says what that means."""
+
+
 class ModelStore(ABC):
     """Versioned, immutable model artifacts and the aliases that point at them."""
 
@@ -106,11 +112,14 @@ class ModelStore(ABC):
 
     @abstractmethod
     def _create(self, key: str, data: bytes) -> None:
-        """Write a new object; raise `VersionExists` if the key already exists."""
+        """Write a new object; raise `_Conflict` if the key already exists."""
 
     @abstractmethod
-    def _replace(self, key: str, data: bytes) -> None:
-        """Write an object, replacing any previous one atomically."""
+    def _replace(self, key: str, data: bytes, tag: str | None) -> None:
+        """Replace the object whose tag is `tag` (None: that does not exist yet) atomically.
+
+        Raise `_Conflict` if the object changed meanwhile, so a concurrent writer's update is never lost.
+        """
 
     @abstractmethod
     def _list(self, prefix: str) -> list[str]:
@@ -140,13 +149,12 @@ class ModelStore(ABC):
         if version in self.list_versions(name):
             raise VersionExists(f"Version {version} of {name} already exists; versions are immutable.")
         try:
-            for filename, data in files.items():
+            for filename, data in {**files, MANIFEST_FILE: manifest}.items():
                 self._create(self.version_key(name, version, filename), data)
-        except VersionExists:
+        except _Conflict:
             raise VersionExists(
                 f"Version {version} of {name} already holds files; versions are immutable.",
             ) from None
-        self._create(self.version_key(name, version, MANIFEST_FILE), manifest)
 
     def read_file(self, name: str, version: str, filename: str) -> bytes:
         try:
@@ -211,17 +219,12 @@ class ModelStore(ABC):
     def set_alias(self, name: str, alias: str, version: str) -> Alias:
         """Point `alias` at an existing `version`, remembering where it pointed before."""
         self.read_manifest(name, version)  # raises NotInStore for a version that does not exist
-        current = self.read_alias(name, alias)
-        previous = current.version if current and current.version != version else None
-        if current and current.version == version:
-            previous = current.previous
-        moved = Alias(version=version, updated_at=utc_now(), previous=previous)
-        self._replace(self.alias_key(name, alias), moved.to_json())
-        return moved
+        current, tag = self._read_alias_and_tag(name, alias)
+        return self._move_alias(name, alias, version, current, tag)
 
     def rollback(self, name: str, alias: str) -> Alias:
         """Point `alias` back at the version it pointed to before its last move."""
-        current = self.read_alias(name, alias)
+        current, tag = self._read_alias_and_tag(name, alias)
         if current is None:
             raise NotInStore(f"Model {name} has no alias {alias} to roll back.")
         if not current.previous:
@@ -229,7 +232,31 @@ class ModelStore(ABC):
                 f"Alias {alias} of {name} has no previous version to roll back to.",
                 detail=f"it points at {current.version}; use `promote VERSION` to choose one",
             )
-        return self.set_alias(name, alias, current.previous)
+        return self._move_alias(name, alias, current.previous, current, tag)
+
+    def _read_alias_and_tag(self, name: str, alias: str) -> tuple[Alias | None, str | None]:
+        try:
+            data, tag = self._read_if_changed(self.alias_key(name, alias), None)  # type: ignore[misc]
+        except _Missing:
+            return None, None
+        return Alias.from_json(data), tag
+
+    def _move_alias(self, name: str, alias: str, version: str, current: Alias | None, tag: str | None) -> Alias:
+        if current is None:
+            previous = None
+        elif current.version == version:
+            previous = current.previous
+        else:
+            previous = current.version
+        moved = Alias(version=version, updated_at=utc_now(), previous=previous)
+        try:
+            self._replace(self.alias_key(name, alias), moved.to_json(), tag)
+        except _Conflict:
+            raise AliasMoved(
+                f"Alias {alias} of {name} was moved by someone else meanwhile; nothing was changed. "
+                "Check `list` and run the command again."
+            ) from None
+        return moved
 
 
 class LocalStore(ModelStore):
@@ -251,12 +278,9 @@ class LocalStore(ModelStore):
             raise StoreUnreachable("The model store cannot be read.", detail=f"{self.uri}: {exc}") from None
 
     def _read_if_changed(self, key: str, tag: str | None) -> tuple[bytes, str] | None:
-        path = self._path(key)
-        try:
-            stat = path.stat()
-        except (FileNotFoundError, NotADirectoryError):
-            raise _Missing(key) from None
-        new_tag = f"{stat.st_mtime_ns}-{stat.st_size}-{stat.st_ino}"
+        new_tag = self._tag(self._path(key))
+        if new_tag is None:
+            raise _Missing(key)
         return None if new_tag == tag else (self._read(key), new_tag)
 
     def _create(self, key: str, data: bytes) -> None:
@@ -269,16 +293,30 @@ class LocalStore(ModelStore):
             finally:
                 os.unlink(temporary)
         except FileExistsError:
-            raise VersionExists(f"{key} already exists; versions are immutable.") from None
+            raise _Conflict(key) from None
         except OSError as exc:
             raise StoreAccessDenied("The model store cannot be written.", detail=f"{self.uri}: {exc}") from None
 
-    def _replace(self, key: str, data: bytes) -> None:
+    def _replace(self, key: str, data: bytes, tag: str | None) -> None:
         path = self._path(key)
         try:
-            os.replace(self._write_beside(path, data), path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # The lock makes check-then-replace atomic among writers on this machine.
+            with open(path.parent / f".{path.name}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if self._tag(path) != tag:
+                    raise _Conflict(key)
+                os.replace(self._write_beside(path, data), path)
         except OSError as exc:
             raise StoreAccessDenied("The model store cannot be written.", detail=f"{self.uri}: {exc}") from None
+
+    @staticmethod
+    def _tag(path: Path) -> str | None:
+        try:
+            stat = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return f"{stat.st_mtime_ns}-{stat.st_size}-{stat.st_ino}"
 
     @staticmethod
     def _write_beside(path: Path, data: bytes) -> str:
@@ -295,7 +333,7 @@ class LocalStore(ModelStore):
         return [
             path.relative_to(self.root).as_posix()
             for path in base.rglob("*")
-            if path.is_file() and not path.name.startswith(".tmp-")
+            if path.is_file() and not path.name.startswith(".")  # temporary and lock files
         ]
 
 
@@ -331,8 +369,9 @@ class S3Store(ModelStore):
     def _create(self, key: str, data: bytes) -> None:
         self._put(key, data, IfNoneMatch="*")  # S3 refuses (412) to overwrite: versions stay immutable
 
-    def _replace(self, key: str, data: bytes) -> None:
-        self._put(key, data, ContentType="application/json")
+    def _replace(self, key: str, data: bytes, tag: str | None) -> None:
+        condition = {"IfMatch": tag} if tag else {"IfNoneMatch": "*"}
+        self._put(key, data, ContentType="application/json", **condition)
 
     def _put(self, key: str, data: bytes, **options: str) -> None:
         with self._translate(key):
@@ -378,8 +417,8 @@ class _S3Errors:
                 return True
             if code in ("NoSuchKey", "404", "NotFound"):
                 raise _Missing(self.key) from None
-            if code == "PreconditionFailed" or status == 412:
-                raise VersionExists(f"{self.key} already exists; versions are immutable.") from None
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                raise _Conflict(self.key) from None
             if code == "NoSuchBucket":
                 raise StoreAccessDenied(
                     "The model store's bucket does not exist.",
