@@ -25,7 +25,7 @@ import numpy as np
 
 from benchmarks.models import BenchModel, prepare
 from local_lambda.emulator import BUILD_DIR, Emulator, layer_dir, local_environment
-from tests.conftest import api_event
+from local_lambda.events import json_event
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,7 +49,7 @@ def machine() -> str:
 
 def cold_start(model: BenchModel, path: str, lean: bool, repeats: int) -> dict[str, float]:
     """Median init (INIT REPORT) and first response (init + first invoke) of fresh emulated functions."""
-    event = api_event("POST", "/predict", {"instances": model.rows[:1].tolist()})
+    event = json_event("POST", "/predict", {"instances": model.rows[:1].tolist()})
     inits, firsts = [], []
     for _ in range(repeats):
         environment = local_environment(model.store.uri, model.name(path), POWERTOOLS_LOG_LEVEL="WARNING")

@@ -44,13 +44,13 @@ def main(store: str, name: str, rows_path: str, result_path: str) -> None:
     )
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "functions" / "predict"))
     import app
-    from tests.conftest import FakeLambdaContext, api_event
+    from local_lambda.events import LocalContext, json_event
 
     rows = np.load(rows_path)
-    context = FakeLambdaContext()
+    context = LocalContext()
     result: dict[str, Any] = {"handler_ms": {}}
     for size, repetitions in BATCHES.items():
-        event = api_event("POST", "/predict", {"instances": rows[:size].tolist()})
+        event = json_event("POST", "/predict", {"instances": rows[:size].tolist()})
         for _ in range(3):
             assert app.lambda_handler(event, context)["statusCode"] == 200
         samples = []

@@ -9,52 +9,13 @@ from __future__ import annotations
 import base64
 import json
 import threading
-import time
-import uuid
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from local_lambda.emulator import Emulator, EmulatorError
+from local_lambda.events import proxy_event
 
-STAGE = "local"
 BAD_GATEWAY = {"message": "Internal server error"}  # what API Gateway says when the integration fails
-
-
-def proxy_event(method: str, target: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
-    """The API Gateway REST proxy event for one HTTP request."""
-    url = urlsplit(target)
-    query = parse_qs(url.query, keep_blank_values=True)
-    try:
-        text, encoded = (body.decode("utf-8"), False) if body else (None, False)
-    except UnicodeDecodeError:
-        text, encoded = base64.b64encode(body).decode(), True
-    return {
-        "resource": url.path,
-        "path": url.path,
-        "httpMethod": method,
-        "headers": headers,
-        "multiValueHeaders": {key: [value] for key, value in headers.items()},
-        "queryStringParameters": {key: values[-1] for key, values in query.items()} or None,
-        "multiValueQueryStringParameters": query or None,
-        "pathParameters": None,
-        "stageVariables": None,
-        "requestContext": {
-            "resourcePath": url.path,
-            "httpMethod": method,
-            "path": f"/{STAGE}{url.path}",
-            "stage": STAGE,
-            "protocol": "HTTP/1.1",
-            "requestId": str(uuid.uuid4()),
-            "requestTimeEpoch": int(time.time() * 1000),
-            "identity": {"sourceIp": "127.0.0.1", "userAgent": headers.get("User-Agent", "")},
-            "accountId": "000000000000",
-            "apiId": "local",
-        },
-        "body": text,
-        "isBase64Encoded": encoded,
-    }
 
 
 def make_server(emulator: Emulator, host: str = "127.0.0.1", port: int = 3000) -> ThreadingHTTPServer:

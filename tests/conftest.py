@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from local_lambda.events import LocalContext, proxy_event
+
 # Before anything imports boto3 or the function: fake credentials, no profile, no real endpoint.
 for _key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
     os.environ.pop(_key, None)
@@ -162,20 +164,6 @@ def published_iris(local_store: Any, trained_iris: Any) -> Any:
 
 
 @dataclass
-class FakeLambdaContext:
-    function_name: str = "lambda-forest-predict"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 1024
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:lambda-forest-predict"
-    aws_request_id: str = "00000000-0000-4000-8000-000000000000"
-    log_group_name: str = "/aws/lambda/lambda-forest-predict"
-    log_stream_name: str = "2026/11/30/[$LATEST]0"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 29_000
-
-
-@dataclass
 class Reply:
     status: int
     headers: dict[str, str]
@@ -187,13 +175,11 @@ def load_event(name: str) -> dict[str, Any]:
 
 
 def api_event(method: str, path: str, body: Any = None, *, raw: str | None = None, b64: bool = False) -> dict[str, Any]:
-    """An API Gateway REST proxy event built from the committed health event."""
-    event = load_event("health.json")
+    """An API Gateway REST proxy event with a JSON body (`raw` text as is; `b64` base64-encodes it)."""
     text = raw if raw is not None else (None if body is None else json.dumps(body))
+    event = proxy_event(method, path, {"Content-Type": "application/json"}, (text or "").encode())
     if b64 and text is not None:
-        text = base64.b64encode(text.encode()).decode()
-    event.update(httpMethod=method, path=path, body=text, isBase64Encoded=b64)
-    event["requestContext"].update(httpMethod=method, resourcePath=path, path=f"/Prod{path}")
+        event.update(body=base64.b64encode(text.encode()).decode(), isBase64Encoded=True)
     return event
 
 
@@ -210,7 +196,7 @@ def handler(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Callable[[dict[str
         monkeypatch.setattr(app, "models", cache)
 
         def invoke(event: dict[str, Any]) -> Reply:
-            response = app.lambda_handler(event, FakeLambdaContext())
+            response = app.lambda_handler(event, LocalContext())
             headers = {key.lower(): value for key, value in (response.get("headers") or {}).items()}
             for key, values in (response.get("multiValueHeaders") or {}).items():
                 headers[key.lower()] = ", ".join(values)

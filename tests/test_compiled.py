@@ -94,9 +94,9 @@ def test_a_refused_compiled_forest_publishes_nothing(trained_iris: Any, local_st
 SERVE_WITHOUT_SKLEARN = """
 import json, sys
 import app
-from tests.conftest import FakeLambdaContext
+from local_lambda.events import LocalContext
 event = json.load(open(sys.argv[1]))
-response = app.lambda_handler(event, FakeLambdaContext())
+response = app.lambda_handler(event, LocalContext())
 heavy = sorted({name.split(".")[0] for name in sys.modules} & {"sklearn", "scipy", "joblib", "boto3"})
 print(json.dumps({"status": response["statusCode"], "body": json.loads(response["body"]), "heavy": heavy}))
 """

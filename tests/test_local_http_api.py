@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from local_lambda.http_api import proxy_event
+from local_lambda.events import proxy_event
 
 
 def test_json_request_becomes_a_rest_proxy_event() -> None:
