@@ -143,6 +143,19 @@ def test_failed_refresh_keeps_the_last_good_model(local_store: Any, trained_iris
     assert cache.get().manifest.version == published_iris.version
 
 
+def test_an_unexpected_refresh_failure_keeps_the_last_good_model(local_store: Any, published_iris: Any) -> None:
+    clock = FakeClock()
+    cache = ModelCache(lambda: local_store, "iris", refresh_seconds=10, clock=clock)
+    cache.get()
+
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("a bug, or an error no adapter translated")
+
+    local_store.read_alias_if_changed = broken
+    clock.advance(10)
+    assert cache.get().manifest.version == published_iris.version
+
+
 def test_pinned_version_ignores_the_alias(local_store: Any, trained_iris: Any, trained_diabetes: Any) -> None:
     first = publish_model(local_store, trained_iris, name="m")
     publish_model(local_store, trained_diabetes, name="m")

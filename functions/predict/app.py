@@ -53,7 +53,7 @@ def record_load(loaded: LoadedModel) -> None:
     logger.info("model loaded", extra={"model": loaded.identity, "load_ms": round(loaded.load_seconds * 1000, 1)})
 
 
-def record_refresh_failure(error: LambdaForestError) -> None:
+def record_refresh_failure(error: Exception) -> None:
     metrics.add_metric(name="ModelRefreshFailures", unit=MetricUnit.Count, value=1)
     logger.warning("model refresh failed", extra={"reason": type(error).__name__, "detail": str(error)})
 

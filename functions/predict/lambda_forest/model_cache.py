@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lambda_forest.artifact import EstimatorPredictor, Predictor, load_estimator
-from lambda_forest.errors import LambdaForestError
 from lambda_forest.manifest import Manifest
 from lambda_forest.store import DEFAULT_ALIAS, ModelStore
 
@@ -61,7 +60,7 @@ class ModelCache:
         loader: Callable[[ModelStore, str, str], LoadedModel] = load_version,
         clock: Callable[[], float] = time.monotonic,
         on_load: Callable[[LoadedModel], None] | None = None,
-        on_refresh_failure: Callable[[LambdaForestError], None] | None = None,
+        on_refresh_failure: Callable[[Exception], None] | None = None,
     ) -> None:
         self._open_store = open_store
         self._store: ModelStore | None = None
@@ -133,7 +132,7 @@ class ModelCache:
             if alias.version != self._current.manifest.version:
                 self._current = self._load(alias.version)  # swapped only once fully loaded
             self._alias_tag = tag
-        except LambdaForestError as error:
+        except Exception as error:  # whatever failed, the last good model keeps serving
             logger.warning("alias refresh failed; still serving %s: %s", self._current.manifest.version, error)
             if self._on_refresh_failure:
                 self._on_refresh_failure(error)
