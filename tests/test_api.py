@@ -109,6 +109,7 @@ def test_health_does_not_load_the_model(iris_api: Any, published_iris: Any) -> N
     [
         ("[1, 2]", 400, "invalid_request", "expected an object"),
         ('{"instances": [[1,2,3,4]], "extra": 1}', 400, "invalid_request", "'extra'"),
+        ('{"instances": [[1,2,3,4]], "' + "k" * 5000 + '": 1}', 400, "invalid_request", "'" + "k" * 40 + "...'"),
         ('{"instances": "rows"}', 400, "invalid_request", "non-empty list"),
         ('{"instances": [[1,2,3,4]], "probabilities": "yes"}', 400, "invalid_request", "true or false"),
         ('{"instances": [[1, 2, NaN, 4]]}', 400, "invalid_json", "not valid JSON"),

@@ -44,7 +44,7 @@ def parse_predict_body(body: str | bytes | None, max_rows: int) -> PredictReques
     unknown = sorted(set(payload) - set(REQUEST_KEYS))
     if unknown:
         raise InvalidRequest(
-            f"Unknown key(s) {', '.join(map(repr, unknown))}; expected only 'instances' and 'probabilities'."
+            f"Unknown key(s) {', '.join(map(_quote, unknown[:5]))}; expected only 'instances' and 'probabilities'."
         )
     if "instances" not in payload:
         raise InvalidRequest("The request has no 'instances'; expected a non-empty list of rows.")
@@ -92,7 +92,7 @@ def _ordered(row: dict[str, Any], index: int, positions: dict[str, int], feature
     unknown = [key for key in row if key not in positions]
     if unknown:
         raise InvalidInstances(
-            f"instances[{index}] has unknown feature(s) {', '.join(map(repr, unknown[:5]))}; "
+            f"instances[{index}] has unknown feature(s) {', '.join(map(_quote, unknown[:5]))}; "
             f"expected {_names(feature_names)}."
         )
     missing = [name for name in feature_names if name not in row]
@@ -102,6 +102,11 @@ def _ordered(row: dict[str, Any], index: int, positions: dict[str, int], feature
             f"{' and more' if len(missing) > 5 else ''}."
         )
     return [row[name] for name in feature_names]
+
+
+def _quote(name: str, limit: int = 40) -> str:
+    """A caller's key, quoted and cut short so a response never echoes a huge string back."""
+    return repr(name if len(name) <= limit else name[:limit] + "...")
 
 
 def _finite(value: int | float) -> bool:
