@@ -20,7 +20,7 @@ from lambda_forest.errors import (
 from lambda_forest.manifest import Manifest
 
 REQUEST_KEYS = ("instances", "probabilities")
-_NUMBER_TYPES = (int, float)
+_NUMBER_TYPES = frozenset((int, float))
 
 
 @dataclass(frozen=True)
@@ -80,12 +80,22 @@ def rows_to_matrix(instances: list[Any], feature_names: list[str]) -> np.ndarray
                 f"instances[{index}] is a JSON {_json_type(row)}; expected a list of {width} numbers "
                 "or an object mapping each feature name to a number."
             )
-        for column, value in enumerate(values):
-            if type(value) not in _NUMBER_TYPES or not _finite(value):
-                where = f"instances[{index}][{feature_names[column]!r}]"
-                raise InvalidInstances(f"{where} is {_describe(value)}; expected a finite number.")
-        matrix[index] = values
+        if not set(map(type, values)) <= _NUMBER_TYPES:  # bool is not int here: type(), not isinstance()
+            column = next(column for column, value in enumerate(values) if type(value) not in _NUMBER_TYPES)
+            _refuse_value(index, feature_names[column], values[column])
+        try:
+            matrix[index] = values
+        except OverflowError:  # an int beyond float64
+            column = next(column for column, value in enumerate(values) if not _finite(value))
+            _refuse_value(index, feature_names[column], values[column])
+    if not np.isfinite(matrix).all():
+        index, column = np.argwhere(~np.isfinite(matrix))[0]
+        _refuse_value(int(index), feature_names[column], float(matrix[index, column]))
     return matrix
+
+
+def _refuse_value(index: int, feature: str, value: Any) -> None:
+    raise InvalidInstances(f"instances[{index}][{feature!r}] is {_describe(value)}; expected a finite number.")
 
 
 def _ordered(row: dict[str, Any], index: int, positions: dict[str, int], feature_names: list[str]) -> list[Any]:
