@@ -188,10 +188,7 @@ class ModelStore(ABC):
     # Aliases.
 
     def read_alias(self, name: str, alias: str) -> Alias | None:
-        try:
-            return Alias.from_json(self._read(self.alias_key(name, alias)))
-        except _Missing:
-            return None
+        return self._read_alias_and_tag(name, alias)[0]
 
     def read_alias_if_changed(self, name: str, alias: str, tag: str | None) -> tuple[Alias, str] | None:
         """The alias and its new tag when it changed since `tag`, None when unchanged.
