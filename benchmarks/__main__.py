@@ -52,7 +52,12 @@ def cold_start(model: BenchModel, path: str, lean: bool, repeats: int) -> dict[s
     event = json_event("POST", "/predict", {"instances": model.rows[:1].tolist()})
     inits, firsts = [], []
     for _ in range(repeats):
-        environment = local_environment(model.store.uri, model.name(path), POWERTOOLS_LOG_LEVEL="WARNING")
+        environment = local_environment(
+            model.store.uri,
+            model.name(path),
+            POWERTOOLS_LOG_LEVEL="WARNING",
+            ALLOW_PICKLE=str(path == "sklearn").lower(),
+        )
         with Emulator(environment, lean=lean) as emulator:
             started = time.perf_counter()
             response = emulator.invoke(event)

@@ -41,6 +41,7 @@ def main(store: str, name: str, rows_path: str, result_path: str) -> None:
         POWERTOOLS_METRICS_NAMESPACE="Bench",
         POWERTOOLS_TRACE_DISABLED="true",
         POWERTOOLS_LOG_LEVEL="WARNING",
+        ALLOW_PICKLE="true",  # the sklearn path's versions have no compiled forest
     )
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "functions" / "predict"))
     import app

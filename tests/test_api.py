@@ -81,7 +81,8 @@ def test_predictions_equal_the_estimators_own(
     trained = trained_iris if model == "iris" else trained_diabetes
     publish_model(local_store, trained, name=model, compile=compiled)
     rows = trained.holdout_X
-    body = handler(local_store, name=model)(api_event("POST", "/predict", {"instances": rows.tolist()})).body
+    invoke = handler(local_store, name=model, allow_pickle=not compiled)
+    body = invoke(api_event("POST", "/predict", {"instances": rows.tolist()})).body
     assert body["predictions"] == trained.estimator.predict(rows).tolist()
     if model == "iris":
         assert np.array_equal(np.array(body["probabilities"]), trained.estimator.predict_proba(rows))

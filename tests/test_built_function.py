@@ -87,10 +87,21 @@ def test_lean_layer_serves_a_compiled_model_and_refuses_one_without(
         response = lean.invoke(load_event("predict.json"))
     assert response["statusCode"] == 200
     assert json.loads(response["body"])["predictions"] == ["setosa", "virginica"]
-    with Emulator(local_environment(iris_store.uri, "iris-joblib"), build_dir=build_dir, lean=True) as lean:
+    pickles = local_environment(iris_store.uri, "iris-joblib", ALLOW_PICKLE="true")
+    with Emulator(pickles, build_dir=build_dir, lean=True) as lean:
         response = lean.invoke(load_event("predict.json"))
     assert response["statusCode"] == 503
     assert "LayerVariant=full" in json.loads(response["body"])["error"]["message"]
+
+
+def test_full_layer_unpickles_only_with_allow_pickle(build_dir: Path, iris_store: Any, trained_iris: Any) -> None:
+    publish_model(iris_store, trained_iris, name="iris-pickled", compile=False)
+    for allow, status in (("false", 503), ("true", 200)):
+        environment = local_environment(iris_store.uri, "iris-pickled", ALLOW_PICKLE=allow)
+        with Emulator(environment, build_dir=build_dir) as running:
+            response = running.invoke(load_event("predict.json"))
+        assert response["statusCode"] == status, response
+    assert json.loads(response["body"])["predictions"] == ["setosa", "virginica"]
 
 
 def test_layer_pins_the_versions_training_uses(build_dir: Path) -> None:

@@ -108,6 +108,7 @@ def test_compiled_path_never_imports_scikit_learn(trained_iris: Any, local_store
     env = {
         "MODEL_STORE": str(local_store.root),
         "MODEL_NAME": "iris",
+        "ALLOW_PICKLE": str(not compile).lower(),
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_METRICS_NAMESPACE": "Tests",
         "PATH": "/usr/bin:/bin",

@@ -13,7 +13,7 @@ import pytest
 from lambda_forest.artifact import sha256
 from lambda_forest.errors import IncompatibleModel, IntegrityError, ModelUnavailable
 from lambda_forest.manifest import FileEntry, Manifest
-from lambda_forest.model_cache import ModelCache
+from lambda_forest.model_cache import LoadPolicy, ModelCache
 from lambda_forest.store import MODEL_FILE, S3Store, make_s3_client
 from tests.conftest import api_event, load_event, publish_model
 
@@ -53,7 +53,8 @@ def test_tampered_model_is_refused_and_never_deserialised(
     evil = pickle.dumps(CodeRunner(marker))
     # The real model's manifest (and sha256), with malicious bytes in place of model.joblib.
     republish(local_store, published_iris, "20300101T000000Z-aaaaaaaa", evil, compiled=None)
-    reply = handler(local_store, model_version="20300101T000000Z-aaaaaaaa")(load_event("predict.json"))
+    invoke = handler(local_store, model_version="20300101T000000Z-aaaaaaaa", allow_pickle=True)
+    reply = invoke(load_event("predict.json"))
     assert (reply.status, reply.body["error"]["code"]) == (503, "model_unavailable")
     assert "failed verification" in reply.body["error"]["message"]
     assert "retry-after" in reply.headers
@@ -87,7 +88,8 @@ def test_model_from_another_sklearn_version_is_refused(handler: Any, local_store
     model = local_store.read_file("iris", published_iris.version, MODEL_FILE)
     runtime = {**published_iris.runtime, "scikit-learn": "1.0.2"}
     republish(local_store, published_iris, "20300101T000000Z-bbbbbbbb", model, runtime=runtime, compiled=None)
-    reply = handler(local_store, model_version="20300101T000000Z-bbbbbbbb")(load_event("predict.json"))
+    invoke = handler(local_store, model_version="20300101T000000Z-bbbbbbbb", allow_pickle=True)
+    reply = invoke(load_event("predict.json"))
     assert reply.status == 503
     assert "trained with scikit-learn 1.0.2" in reply.body["error"]["message"]
 
@@ -126,7 +128,14 @@ def test_alias_move_is_picked_up_after_the_refresh_interval(
 def test_failed_refresh_keeps_the_last_good_model(local_store: Any, trained_iris: Any, published_iris: Any) -> None:
     clock = FakeClock()
     failures: list[Exception] = []
-    cache = ModelCache(lambda: local_store, "iris", refresh_seconds=10, clock=clock, on_refresh_failure=failures.append)
+    cache = ModelCache(
+        lambda: local_store,
+        "iris",
+        refresh_seconds=10,
+        clock=clock,
+        policy=LoadPolicy(allow_pickle=True),
+        on_refresh_failure=failures.append,
+    )
     assert cache.get().manifest.version == published_iris.version
 
     # The alias now points at a version whose model fails verification.
@@ -238,5 +247,53 @@ def test_lean_layer_refuses_a_model_without_compiled_forest(
         return real_version(name)
 
     monkeypatch.setattr("lambda_forest.artifact.metadata.version", without_sklearn)
-    reply = handler(local_store)(load_event("predict.json"))
+    reply = handler(local_store, allow_pickle=True)(load_event("predict.json"))
     assert reply.status == 503 and "LayerVariant=full" in reply.body["error"]["message"]
+
+
+def test_a_version_without_compiled_forest_is_never_unpickled_by_default(
+    handler: Any, local_store: Any, published_iris: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Anyone who can write the bucket can publish a pickle with a matching sha256: it is never opened."""
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps(CodeRunner(marker))
+    forged = republish(
+        local_store,
+        published_iris,
+        "20300101T000000Z-eeeeeeee",
+        evil,
+        compiled=None,
+        artifact=FileEntry(MODEL_FILE, sha256(evil), len(evil)),
+    )
+    local_store.set_alias("iris", "live", forged.version)
+    reply = handler(local_store)(load_event("predict.json"))
+    assert (reply.status, reply.body["error"]["code"]) == (503, "model_unavailable")
+    message = reply.body["error"]["message"]
+    assert "no compiled forest" in message and "--no-compile" in message and "AllowPickle=true" in message
+    assert not marker.exists()
+    assert '"reason":"PickleNotAllowed"' in capsys.readouterr().out
+
+
+def test_allow_pickle_serves_a_version_without_compiled_forest(
+    handler: Any, local_store: Any, trained_iris: Any
+) -> None:
+    publish_model(local_store, trained_iris, compile=False)
+    assert handler(local_store)(load_event("predict.json")).status == 503
+    reply = handler(local_store, allow_pickle=True)(load_event("predict.json"))
+    assert reply.status == 200 and reply.body["predictions"] == ["setosa", "virginica"]
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("", False), ("false", False), ("TRUE", True), (" true ", True)])
+def test_allow_pickle_setting(raw: str, expected: bool) -> None:
+    from lambda_forest.config import FunctionConfig
+
+    config = FunctionConfig.from_env({"MODEL_STORE": "/s", "MODEL_NAME": "iris", "ALLOW_PICKLE": raw})
+    assert config.allow_pickle is expected
+
+
+def test_allow_pickle_must_be_true_or_false() -> None:
+    from lambda_forest.config import FunctionConfig
+    from lambda_forest.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="ALLOW_PICKLE='yes' is not valid; expected true or false"):
+        FunctionConfig.from_env({"MODEL_STORE": "/s", "MODEL_NAME": "iris", "ALLOW_PICKLE": "yes"})

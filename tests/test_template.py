@@ -64,7 +64,12 @@ def test_function_may_only_read_its_models_prefix(resources: dict[str, Any]) -> 
     assert managed <= ALLOWED_MANAGED_POLICIES  # logs and X-Ray only; nothing that touches S3
 
     statements = [s for policy in role["Policies"] for s in policy["PolicyDocument"]["Statement"]]
+    signing = [s for s in statements if "Fn::If" in s]
+    statements = [s for s in statements if "Fn::If" not in s]
     assert statements, "the function has no S3 read permission"
+    [[condition, verify, otherwise]] = [s["Fn::If"] for s in signing]
+    assert (condition, otherwise) == ("VerifySignatures", {"Ref": "AWS::NoValue"})
+    assert (verify["Action"], verify["Resource"]) == ("kms:Verify", {"Ref": "ModelSigningKeyArn"})
     for statement in statements:
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         assert statement["Effect"] == "Allow"
@@ -117,7 +122,18 @@ def test_function_settings(resources: dict[str, Any]) -> None:
         "MODEL_ALIAS",
         "MODEL_REFRESH_SECONDS",
         "MAX_BATCH_ROWS",
+        "ALLOW_PICKLE",
+        "MODEL_SIGNING_KEY_ARN",
     } <= set(variables)
+    assert variables["ALLOW_PICKLE"] == {"Ref": "AllowPickle"}
+
+
+def test_pickle_is_off_by_default_and_needs_the_full_layer() -> None:
+    template = transformed()
+    assert template["Parameters"]["AllowPickle"]["Default"] == "false"
+    rule = template["Rules"]["PickleNeedsTheFullLayer"]
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "AllowPickle"}, "true"]}
+    assert rule["Assertions"][0]["Assert"] == {"Fn::Equals": [{"Ref": "LayerVariant"}, "full"]}
 
 
 @pytest.mark.parametrize("enabled", ["true", "false"])

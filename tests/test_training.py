@@ -233,3 +233,34 @@ def test_growing_with_progress_gives_the_forest_one_fit_gives(kind: str, options
     assert len(grown.estimators_) == 23 and not grown.warm_start
     output = "predict_proba" if kind == "classifier" else "predict"
     assert np.array_equal(getattr(grown, output)(X), getattr(reference, output)(X))
+
+
+def test_store_and_debug_are_accepted_after_the_command(capsys: Any, tmp_path: Path) -> None:
+    before, after = str(tmp_path / "before"), str(tmp_path / "after")
+    args = ["train", "--dataset", "iris", "--trees", "4", "--n-jobs", "1", "--promote"]
+    assert run(capsys, "--store", before, *args)[0] == 0
+    assert run(capsys, *args, "--store", after, "--debug")[0] == 0
+    assert open_store(after).read_alias("iris", "live") is not None
+    # After the command wins over before it.
+    assert run(capsys, "--store", before, "list", "--name", "iris", "--store", after)[1].count("[live]") == 1
+    code, _, err = run(capsys, "--store", str(tmp_path / "nowhere"), "list", "--name", "iris")
+    assert code == 1 and err.startswith("error: Model iris has no published versions")
+
+
+def test_lambda_forest_command_runs_the_same_cli(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    command = Path(sys.executable).parent / "lambda-forest"
+    assert command.exists(), "pip install -e . installs the lambda-forest entry point"
+    result = subprocess.run(
+        [str(command), "train", "--dataset", "iris", "--trees", "3", "--n-jobs", "1", "--store", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "lambda-forest --store" in result.stdout  # the hint to promote names the command that was run
+    assert len(open_store(str(tmp_path)).list_versions("iris")) == 1
+    usage = subprocess.run([str(command), "--help"], capture_output=True, text=True, timeout=60).stdout
+    assert usage.startswith("usage: lambda-forest")

@@ -10,10 +10,11 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from lambda_forest.config import default_store
+from lambda_forest.config import default_sign_key, default_store
 from lambda_forest.errors import LambdaForestError, TrainingError
 from lambda_forest.manifest import Manifest
-from lambda_forest.store import DEFAULT_ALIAS, ModelStore, open_store
+from lambda_forest.signing import KmsSigner, alias_signer
+from lambda_forest.store import DEFAULT_ALIAS, AliasSigner, ModelStore, open_store
 
 DEFAULT_STORE = default_store()
 
@@ -49,17 +50,31 @@ def _positive_int(value: str) -> int:
     return number
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
-    parser.add_argument(
-        "--store",
-        default=DEFAULT_STORE,
-        help="model store: a local directory or s3://BUCKET/PREFIX (default %(default)s, or $LAMBDA_FOREST_STORE)",
-    )
+STORE_HELP = "model store: a local directory or s3://BUCKET/PREFIX (default %(default)s, or $LAMBDA_FOREST_STORE)"
+SIGN_KEY_HELP = (
+    "KMS asymmetric key (ARN, id or alias/NAME) that signs {what} (kms:Sign; default $LAMBDA_FOREST_SIGN_KEY); "
+    "a function deployed with ModelSigningKeyArn serves only signed models"
+)
+
+
+def build_parser(prog: str = "python -m training") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
+    parser.add_argument("--store", default=DEFAULT_STORE, help=STORE_HELP)
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.set_defaults(prog=prog)
+    # The same options after the command (`train --store ...`); given there, they win.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", default=argparse.SUPPRESS, help="model store (as before the command)")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train a forest, evaluate it and publish a version")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, parents=[common])
+
+    def sign_key(subparser: argparse.ArgumentParser, what: str) -> None:
+        subparser.add_argument("--sign-key", default=default_sign_key(), help=SIGN_KEY_HELP.format(what=what))
+
+    train = command("train", "train a forest, evaluate it and publish a version")
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", help="built-in dataset: iris, wine, breast_cancer, digits, diabetes")
     source.add_argument("--csv", type=Path, help="a CSV file with a header row")
@@ -104,22 +119,25 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do nothing when the alias already points at a version (for setup scripts)",
     )
+    sign_key(train, "the new version's manifest (and the alias, with --promote)")
 
-    listing = commands.add_parser("list", help="versions of a model, newest first, with metrics and aliases")
+    listing = command("list", "versions of a model, newest first, with metrics and aliases")
     listing.add_argument("--name", required=True)
 
-    show = commands.add_parser("show", help="a version's manifest")
+    show = command("show", "a version's manifest")
     show.add_argument("version")
     show.add_argument("--name", required=True)
 
-    promote = commands.add_parser("promote", help="point an alias at a version")
+    promote = command("promote", "point an alias at a version")
     promote.add_argument("version")
     promote.add_argument("--name", required=True)
     promote.add_argument("--alias", default=DEFAULT_ALIAS)
+    sign_key(promote, "the alias move, and the version if it is unsigned (after checking its files)")
 
-    rollback = commands.add_parser("rollback", help="point an alias back at its previous version")
+    rollback = command("rollback", "point an alias back at its previous version")
     rollback.add_argument("--name", required=True)
     rollback.add_argument("--alias", default=DEFAULT_ALIAS)
+    sign_key(rollback, "the alias move")
     return parser
 
 
@@ -161,9 +179,10 @@ def command_train(args: argparse.Namespace, store: ModelStore) -> int:
         return EXIT_QUALITY_GATE
     say("packaging the artifact" + (" and verifying the compiled forest against the estimator" if args.compile else ""))
     manifest, files = build_artifact(name, model, compile=args.compile)
-    say(f"publishing {name} {manifest.version} to {store.uri}")
-    publish(store, manifest, files)
-    promoted = store.set_alias(name, args.alias, manifest.version) if args.promote else None
+    signer = KmsSigner(args.sign_key) if args.sign_key else None
+    say(f"publishing {name} {manifest.version} to {store.uri}" + (f", signed with {args.sign_key}" if signer else ""))
+    publish(store, manifest, files, signer)
+    promoted = store.set_alias(name, args.alias, manifest.version, _alias_signer(signer)) if args.promote else None
     print(f"published {name} version {manifest.version}")
     print(f"  store    {store.uri}")
     print(
@@ -174,7 +193,7 @@ def command_train(args: argparse.Namespace, store: ModelStore) -> int:
     if promoted:
         print(f"  alias    {args.alias} -> {manifest.version} (was {promoted.previous or 'unset'})")
     else:
-        print(f"  promote  python -m training --store {args.store} promote {manifest.version} --name {name}")
+        print(f"  promote  {args.prog} --store {args.store} promote {manifest.version} --name {name}")
     print(f"  took     {time.perf_counter() - started:.1f} s")
     return 0
 
@@ -206,14 +225,25 @@ def command_show(args: argparse.Namespace, store: ModelStore) -> int:
 
 
 def command_promote(args: argparse.Namespace, store: ModelStore) -> int:
-    moved = store.set_alias(args.name, args.alias, args.version)
-    print(f"{args.name}: {args.alias} -> {moved.version} (was {moved.previous or 'unset'})")
+    signer = KmsSigner(args.sign_key) if args.sign_key else None
+    if signer is not None:
+        from training.forest import sign_published
+
+        if sign_published(store, args.name, args.version, signer):
+            print(f"{args.name}: signed version {args.version} with {args.sign_key} (its files match its manifest)")
+    moved = store.set_alias(args.name, args.alias, args.version, _alias_signer(signer))
+    signed = ", signed" if signer else ""
+    print(f"{args.name}: {args.alias} -> {moved.version} (was {moved.previous or 'unset'}){signed}")
     return 0
+
+
+def _alias_signer(signer: KmsSigner | None) -> AliasSigner | None:
+    return alias_signer(signer) if signer is not None else None
 
 
 def command_rollback(args: argparse.Namespace, store: ModelStore) -> int:
     before = store.read_alias(args.name, args.alias)
-    moved = store.rollback(args.name, args.alias)
+    moved = store.rollback(args.name, args.alias, _alias_signer(KmsSigner(args.sign_key) if args.sign_key else None))
     print(f"{args.name}: {args.alias} -> {moved.version} (rolled back from {before.version if before else '?'})")
     return 0
 
@@ -227,8 +257,8 @@ COMMANDS = {
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m training") -> int:
+    args = build_parser(prog).parse_args(argv)
     try:
         return COMMANDS[args.command](args, open_store(args.store))
     except LambdaForestError as error:
@@ -244,3 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         return EXIT_ERROR
+
+
+def run() -> None:
+    """The `lambda-forest` command (pyproject's [project.scripts])."""
+    sys.exit(main(prog="lambda-forest"))

@@ -11,10 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from lambda_forest.artifact import runtime_versions, serialize_estimator, sha256
+from lambda_forest.artifact import runtime_versions, serialize_estimator, sha256, verify
 from lambda_forest.compiled import COMPILED_FILE, CompiledForest, compile_forest, read_npz, to_npz
 from lambda_forest.errors import TrainingError
 from lambda_forest.manifest import CLASSIFICATION, FileEntry, Manifest
+from lambda_forest.signing import KmsSigner, KmsVerifier, Signer, manifest_message, verify_manifest
 from lambda_forest.store import MODEL_FILE, ModelStore, check_name, make_version
 from training.data import Dataset, check_trainable, describe_features
 
@@ -234,5 +235,27 @@ def verify_compiled(estimator: Any, forest: CompiledForest, holdout_X: np.ndarra
         )
 
 
-def publish(store: ModelStore, manifest: Manifest, files: dict[str, bytes]) -> None:
-    store.publish(manifest.name, manifest.version, files, manifest.to_json())
+def publish(store: ModelStore, manifest: Manifest, files: dict[str, bytes], signer: Signer | None = None) -> None:
+    """Publish a version; with `signer`, its manifest's signature goes beside it (lambda_forest.signing)."""
+    manifest_bytes = manifest.to_json()
+    signature = signer.sign(manifest_message(manifest_bytes)).to_json() if signer is not None else None
+    store.publish(manifest.name, manifest.version, files, manifest_bytes, signature)
+
+
+def sign_published(store: ModelStore, name: str, version: str, signer: KmsSigner) -> bool:
+    """Sign a published version that has no signature yet; True if it was signed now.
+
+    Every file is checked against the manifest first, so the signature never vouches for tampered bytes.
+    A version already signed is verified with the same key instead, so a version signed by another key
+    is reported rather than promoted to a function that would refuse it.
+    """
+    manifest_bytes = store.read_manifest(name, version)
+    existing = store.read_signature(name, version)
+    if existing is not None:
+        verify_manifest(KmsVerifier(signer.key_id, signer.client), name, version, manifest_bytes, existing)
+        return False
+    manifest = Manifest.from_json(manifest_bytes)
+    for entry in filter(None, (manifest.artifact, manifest.compiled)):
+        verify(entry, store.read_file(name, version, entry.file))
+    store.add_signature(name, version, signer.sign(manifest_message(manifest_bytes)).to_json())
+    return True

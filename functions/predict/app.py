@@ -27,7 +27,7 @@ from lambda_forest.errors import (
     ModelUnavailable,
     RouteNotFound,
 )
-from lambda_forest.model_cache import LoadedModel, ModelCache, load_version
+from lambda_forest.model_cache import LoadedModel, LoadPolicy, ModelCache, load_version
 from lambda_forest.schema import (
     error_response,
     health_response,
@@ -35,6 +35,7 @@ from lambda_forest.schema import (
     predict_response,
     rows_to_matrix,
 )
+from lambda_forest.signing import KmsVerifier
 from lambda_forest.store import ModelStore, open_store
 
 ROUTES = {"/predict": ["POST"], "/model": ["GET"], "/health": ["GET"]}
@@ -65,6 +66,10 @@ def build_model_cache(config: FunctionConfig, store_opener: Callable[[str], Mode
         version=config.model_version,
         alias=config.model_alias,
         refresh_seconds=config.refresh_seconds,
+        policy=LoadPolicy(
+            allow_pickle=config.allow_pickle,
+            verifier=KmsVerifier(config.signing_key) if config.signing_key else None,
+        ),
         loader=tracer.capture_method(load_version, capture_response=False),
         on_load=record_load,
         on_refresh_failure=record_refresh_failure,

@@ -15,6 +15,11 @@ def default_store(environ: Mapping[str, str] = os.environ) -> str:
     return environ.get("LAMBDA_FOREST_STORE", "").strip() or "./model-store"
 
 
+def default_sign_key(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The KMS key the command-line tools sign with without --sign-key: $LAMBDA_FOREST_SIGN_KEY, else none."""
+    return environ.get("LAMBDA_FOREST_SIGN_KEY", "").strip() or None
+
+
 @dataclass(frozen=True)
 class FunctionConfig:
     model_store: str
@@ -23,6 +28,8 @@ class FunctionConfig:
     model_alias: str = DEFAULT_ALIAS
     refresh_seconds: float = 60.0
     max_batch_rows: int = 10_000
+    allow_pickle: bool = False
+    signing_key: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> FunctionConfig:
@@ -41,6 +48,8 @@ class FunctionConfig:
                 model_alias=_optional_name("MODEL_ALIAS", environ) or DEFAULT_ALIAS,
                 refresh_seconds=_number(environ, "MODEL_REFRESH_SECONDS", 60.0, float),
                 max_batch_rows=_number(environ, "MAX_BATCH_ROWS", 10_000, int, minimum=1),
+                allow_pickle=_flag(environ, "ALLOW_PICKLE", False),
+                signing_key=environ.get("MODEL_SIGNING_KEY_ARN", "").strip() or None,
             )
         except ConfigError:
             raise
@@ -51,6 +60,15 @@ class FunctionConfig:
 def _optional_name(key: str, environ: Mapping[str, str]) -> str | None:
     value = environ.get(key, "").strip()
     return check_name(key, value) if value else None
+
+
+def _flag(environ: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = environ.get(key, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("true", "false"):
+        raise ConfigError(f"{key}={environ[key]!r} is not valid; expected true or false.")
+    return raw == "true"
 
 
 def _number[T: (int, float)](

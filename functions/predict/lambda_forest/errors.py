@@ -118,6 +118,20 @@ class InvalidArtifact(ModelUnavailable):
     """A manifest or artifact that does not follow the artifact format."""
 
 
+class SignatureInvalid(ModelUnavailable):
+    """A version or alias that is unsigned, or whose signature does not verify with the signing key."""
+
+
+class SigningKeyUnavailable(ModelUnavailable):
+    """The signing key could not be used (KMS unreachable, access refused, key disabled or unsuitable)."""
+
+    retry_after_seconds = 10
+
+
+class PickleNotAllowed(ModelUnavailable):
+    """A version without a compiled forest, where unpickling model.joblib is not allowed (ALLOW_PICKLE)."""
+
+
 # Operator errors: configuration and training input.
 
 

@@ -1,5 +1,7 @@
 """The in-memory model of a warm execution environment (shared/DESIGN.md section 5).
 
+- Policy: what a version must be to be served (`LoadPolicy`): by default a compiled forest, never a
+  pickle, since anyone who can write the model bucket could otherwise run code in the function.
 - Lazy: the first `get()` loads the model; later calls reuse it. A failed load is never cached.
 - Refresh: when following an alias, at most every `refresh_seconds` the alias is re-read with a
   conditional GET; a new version is loaded fully before it is swapped in, and a failed refresh keeps
@@ -15,8 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lambda_forest.artifact import EstimatorPredictor, Predictor, load_estimator
+from lambda_forest.errors import InvalidArtifact, PickleNotAllowed
 from lambda_forest.manifest import Manifest
-from lambda_forest.store import DEFAULT_ALIAS, ModelStore
+from lambda_forest.signing import Verifier, verify_alias, verify_manifest
+from lambda_forest.store import DEFAULT_ALIAS, Alias, ModelStore
 
 logger = logging.getLogger(__name__)
 
@@ -32,14 +36,44 @@ class LoadedModel:
         return {"name": self.manifest.name, "version": self.manifest.version}
 
 
-def load_version(store: ModelStore, name: str, version: str) -> LoadedModel:
-    """Read, verify and deserialise one published version."""
+@dataclass(frozen=True)
+class LoadPolicy:
+    """What a version must be to be served."""
+
+    # Unpickle model.joblib for versions without a compiled forest (ALLOW_PICKLE). Unpickling runs
+    # whatever code the file names, so this is only safe where every writer of the store is trusted.
+    allow_pickle: bool = False
+    # With a verifier (MODEL_SIGNING_KEY_ARN), only signed aliases and versions are served.
+    verifier: Verifier | None = None
+
+    def check_alias(self, name: str, alias_name: str, alias: Alias) -> Alias:
+        if self.verifier is not None:
+            verify_alias(self.verifier, name, alias_name, alias)
+        return alias
+
+
+def load_version(store: ModelStore, name: str, version: str, policy: LoadPolicy = LoadPolicy()) -> LoadedModel:
+    """Read, verify and deserialise one published version: the signature first, then each file's sha256."""
     started = time.perf_counter()
-    manifest = Manifest.from_json(store.read_manifest(name, version))
+    manifest_bytes = store.read_manifest(name, version)
+    if policy.verifier is not None:
+        verify_manifest(policy.verifier, name, version, manifest_bytes, store.read_signature(name, version))
+    manifest = Manifest.from_json(manifest_bytes)
+    if (manifest.name, manifest.version) != (name, version):
+        raise InvalidArtifact(
+            "The model's manifest describes another model or version; the model was not loaded.",
+            detail=f"read {name} {version}, manifest says {manifest.name} {manifest.version}",
+        )
     if manifest.compiled is not None:
         from lambda_forest.compiled import load_compiled
 
         predictor: Predictor = load_compiled(manifest, store.read_file(name, version, manifest.compiled.file))
+    elif not policy.allow_pickle:
+        raise PickleNotAllowed(
+            f"Version {version} of {name} has no compiled forest, and this function does not unpickle "
+            "model.joblib (AllowPickle=false). Republish the model with its compiled forest (train without "
+            "--no-compile), or deploy with AllowPickle=true if only trusted people can write the model store.",
+        )
     else:
         estimator = load_estimator(manifest, store.read_file(name, version, manifest.artifact.file))
         predictor = EstimatorPredictor(estimator, manifest.is_classifier)
@@ -57,7 +91,8 @@ class ModelCache:
         version: str | None = None,
         alias: str = DEFAULT_ALIAS,
         refresh_seconds: float = 60,
-        loader: Callable[[ModelStore, str, str], LoadedModel] = load_version,
+        policy: LoadPolicy = LoadPolicy(),
+        loader: Callable[[ModelStore, str, str, LoadPolicy], LoadedModel] = load_version,
         clock: Callable[[], float] = time.monotonic,
         on_load: Callable[[LoadedModel], None] | None = None,
         on_refresh_failure: Callable[[Exception], None] | None = None,
@@ -68,6 +103,7 @@ class ModelCache:
         self.version = version
         self.alias = alias
         self.refresh_seconds = refresh_seconds
+        self.policy = policy
         self._loader = loader
         self._clock = clock
         self._on_load = on_load
@@ -111,7 +147,7 @@ class ModelCache:
         else:
             # Without a tag the read is unconditional, so it always returns the alias.
             alias, tag = self.store.read_alias_if_changed(self.name, self.alias, None)  # type: ignore[misc]
-            loaded = self._load(alias.version)
+            loaded = self._load(self.policy.check_alias(self.name, self.alias, alias).version)
             self._alias_tag = tag
         self._checked_at = self._clock()
         return loaded
@@ -129,6 +165,7 @@ class ModelCache:
             if changed is None:
                 return
             alias, tag = changed
+            self.policy.check_alias(self.name, self.alias, alias)
             if alias.version != self._current.manifest.version:
                 self._current = self._load(alias.version)  # swapped only once fully loaded
             self._alias_tag = tag
@@ -138,7 +175,7 @@ class ModelCache:
                 self._on_refresh_failure(error)
 
     def _load(self, version: str) -> LoadedModel:
-        loaded = self._loader(self.store, self.name, version)
+        loaded = self._loader(self.store, self.name, version, self.policy)
         if self._on_load:
             self._on_load(loaded)
         return loaded

@@ -1,8 +1,10 @@
 """The model store: the single owner of the layout in shared/DESIGN.md section 1.
 
     {store}/{name}/versions/{version}/model.joblib
+    {store}/{name}/versions/{version}/forest.npz
+    {store}/{name}/versions/{version}/manifest.sig      the manifest's signature (signed models only)
     {store}/{name}/versions/{version}/manifest.json
-    {store}/{name}/aliases/{alias}.json
+    {store}/{name}/aliases/{alias}.json                 with its own signature (signed models only)
 
 A store is a local directory (the default for local work) or `s3://bucket/prefix`. Both sit behind
 `ModelStore`; backends implement five byte-level primitives and translate their own failures into
@@ -11,12 +13,14 @@ the errors of `lambda_forest.errors`, so nothing above this module sees an AWS e
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
 import re
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +41,7 @@ if TYPE_CHECKING:
 
 MODEL_FILE = "model.joblib"
 MANIFEST_FILE = "manifest.json"
+SIGNATURE_FILE = "manifest.sig"
 DEFAULT_ALIAS = "live"
 
 # Names become path segments and S3 keys: keep them to a safe alphabet so nothing escapes its prefix.
@@ -73,18 +78,31 @@ class Alias:
     version: str
     updated_at: str
     previous: str | None = None
+    signature: dict[str, str] | None = None  # lambda_forest.signing.Signature.to_dict(), over the other fields
 
     def to_json(self) -> bytes:
-        body = {"version": self.version, "updated_at": self.updated_at, "previous": self.previous}
+        body: dict[str, Any] = {"version": self.version, "updated_at": self.updated_at, "previous": self.previous}
+        if self.signature is not None:
+            body["signature"] = self.signature
         return json.dumps(body, indent=2).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> Alias:
         try:
             body = json.loads(data)
-            return cls(str(body["version"]), str(body.get("updated_at", "")), body.get("previous"))
+            signature = body.get("signature")
+            return cls(
+                str(body["version"]),
+                str(body.get("updated_at", "")),
+                body.get("previous"),
+                signature if isinstance(signature, dict) else None,
+            )
         except (ValueError, KeyError, TypeError) as exc:
             raise StoreError("An alias in the model store is malformed.", detail=repr(exc)) from None
+
+
+# Signs an alias record: (model name, alias name, record) -> the signature's JSON object.
+AliasSigner = Callable[[str, str, Alias], dict[str, str]]
 
 
 class _Missing(Exception):
@@ -140,16 +158,19 @@ class ModelStore(ABC):
 
     # Versions.
 
-    def publish(self, name: str, version: str, files: dict[str, bytes], manifest: bytes) -> None:
-        """Write a new version: its files first, the manifest last, never over an existing version.
+    def publish(
+        self, name: str, version: str, files: dict[str, bytes], manifest: bytes, signature: bytes | None = None
+    ) -> None:
+        """Write a new version: its files first, then its signature, the manifest last, never over an existing one.
 
         A version is complete once its manifest exists; a publish that fails part way leaves no
         manifest, so no reader takes the partial version for a model.
         """
         if version in self.list_versions(name):
             raise VersionExists(f"Version {version} of {name} already exists; versions are immutable.")
+        signed = {SIGNATURE_FILE: signature} if signature is not None else {}
         try:
-            for filename, data in {**files, MANIFEST_FILE: manifest}.items():
+            for filename, data in {**files, **signed, MANIFEST_FILE: manifest}.items():
                 self._create(self.version_key(name, version, filename), data)
         except _Conflict:
             raise VersionExists(
@@ -164,6 +185,21 @@ class ModelStore(ABC):
                 f"Version {version} of model {name} has no {filename}.",
                 detail=f"store {self.uri}",
             ) from None
+
+    def read_signature(self, name: str, version: str) -> bytes | None:
+        """The version's manifest signature, or None when it has none."""
+        try:
+            return self._read(self.version_key(name, version, SIGNATURE_FILE))
+        except _Missing:
+            return None
+
+    def add_signature(self, name: str, version: str, signature: bytes) -> None:
+        """Sign an existing, unsigned version (the only file ever added to a published version)."""
+        self.read_manifest(name, version)  # raises NotInStore for a version that does not exist
+        try:
+            self._create(self.version_key(name, version, SIGNATURE_FILE), signature)
+        except _Conflict:
+            raise VersionExists(f"Version {version} of {name} is already signed; signatures are immutable.") from None
 
     def read_manifest(self, name: str, version: str) -> bytes:
         try:
@@ -213,13 +249,16 @@ class ModelStore(ABC):
         aliases = {alias: self.read_alias(name, alias) for alias in sorted(names)}
         return {alias: record for alias, record in aliases.items() if record is not None}
 
-    def set_alias(self, name: str, alias: str, version: str) -> Alias:
-        """Point `alias` at an existing `version`, remembering where it pointed before."""
+    def set_alias(self, name: str, alias: str, version: str, sign: AliasSigner | None = None) -> Alias:
+        """Point `alias` at an existing `version`, remembering where it pointed before.
+
+        `sign(name, alias, record)` returns the record's signature, written in the same object.
+        """
         self.read_manifest(name, version)  # raises NotInStore for a version that does not exist
         current, tag = self._read_alias_and_tag(name, alias)
-        return self._move_alias(name, alias, version, current, tag)
+        return self._move_alias(name, alias, version, current, tag, sign)
 
-    def rollback(self, name: str, alias: str) -> Alias:
+    def rollback(self, name: str, alias: str, sign: AliasSigner | None = None) -> Alias:
         """Point `alias` back at the version it pointed to before its last move."""
         current, tag = self._read_alias_and_tag(name, alias)
         if current is None:
@@ -229,7 +268,7 @@ class ModelStore(ABC):
                 f"Alias {alias} of {name} has no previous version to roll back to.",
                 detail=f"it points at {current.version}; use `promote VERSION` to choose one",
             )
-        return self._move_alias(name, alias, current.previous, current, tag)
+        return self._move_alias(name, alias, current.previous, current, tag, sign)
 
     def _read_alias_and_tag(self, name: str, alias: str) -> tuple[Alias | None, str | None]:
         try:
@@ -238,7 +277,9 @@ class ModelStore(ABC):
             return None, None
         return Alias.from_json(data), tag
 
-    def _move_alias(self, name: str, alias: str, version: str, current: Alias | None, tag: str | None) -> Alias:
+    def _move_alias(
+        self, name: str, alias: str, version: str, current: Alias | None, tag: str | None, sign: AliasSigner | None
+    ) -> Alias:
         if current is None:
             previous = None
         elif current.version == version:
@@ -246,6 +287,8 @@ class ModelStore(ABC):
         else:
             previous = current.version
         moved = Alias(version=version, updated_at=utc_now(), previous=previous)
+        if sign is not None:
+            moved = dataclasses.replace(moved, signature=sign(name, alias, moved))
         try:
             self._replace(self.alias_key(name, alias), moved.to_json(), tag)
         except _Conflict:
