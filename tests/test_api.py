@@ -93,10 +93,29 @@ def test_predictions_equal_the_estimators_own(
 def test_model_route_shows_public_manifest_fields(iris_api: Any, published_iris: Any) -> None:
     body = iris_api(load_event("model.json")).body
     # shared/DESIGN.md section 3: the manifest's public fields, and nothing else (no hashes, no data stats).
-    expected = {"name", "version", "task", "estimator", "feature_names", "classes", "metrics", "created_at", "runtime"}
+    expected = {
+        "name",
+        "version",
+        "task",
+        "estimator",
+        "feature_names",
+        "features",
+        "classes",
+        "metrics",
+        "importances",
+        "created_at",
+        "runtime",
+    }
     assert set(body) == expected
     assert body["version"] == published_iris.version
     assert body["feature_names"] == published_iris.feature_names
+    assert body["features"][0] == {
+        "name": "sepal length (cm)",
+        "type": "numeric",
+        "missing_allowed": True,
+        "missing_rate": 0.0,
+    }
+    assert set(body["importances"]) == set(published_iris.feature_names)
 
 
 def test_health_does_not_load_the_model(iris_api: Any, published_iris: Any) -> None:
@@ -117,7 +136,21 @@ def test_health_does_not_load_the_model(iris_api: Any, published_iris: Any) -> N
         ('{"instances": [[1, 2, 1e400, 4]]}', 400, "invalid_json", "infinity"),
         ("[" * 2000 + "]" * 2000, 400, "invalid_json", "not valid JSON"),
         ('{"instances": [[1, 2, true, 4]]}', 400, "invalid_instances", "a JSON boolean"),
-        ('{"instances": [[1, 2, 3, null]]}', 400, "invalid_instances", "finite number"),
+        ('{"instances": [[1, 2, 1e39, 4]]}', 400, "invalid_instances", "beyond float32's range"),
+        ('{"instances": [[1, 2, -3.5e38, 4]]}', 400, "invalid_instances", "beyond float32's range"),
+        (
+            '{"instances": [[1, 2, "3", 4]]}',
+            400,
+            "invalid_instances",
+            "instances[0]['petal length (cm)'] is the string '3'",
+        ),
+        (
+            '{"instances": [[1, {"a": 1}, 3, 4]]}',
+            400,
+            "invalid_instances",
+            "is a JSON object; expected a finite number",
+        ),
+        ('{"instances": [[1, 2, [3], 4]]}', 400, "invalid_instances", "is a JSON array"),
         ('{"instances": [[1,2,3,4], [1,2,3]]}', 400, "invalid_instances", "instances[1] has 3 values; expected 4"),
         ('{"instances": [{"sepal length (cm)": 1}]}', 400, "invalid_instances", "missing feature"),
         ('{"instances": [7]}', 400, "invalid_instances", "instances[0] is a JSON number"),

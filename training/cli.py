@@ -8,13 +8,13 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
 
 from lambda_forest.config import default_sign_key, default_store
 from lambda_forest.errors import LambdaForestError, TrainingError
 from lambda_forest.manifest import Manifest
 from lambda_forest.signing import KmsSigner, alias_signer
 from lambda_forest.store import DEFAULT_ALIAS, AliasSigner, ModelStore, open_store
+from training.tables import DEFAULT_MAX_CATEGORIES
 
 DEFAULT_STORE = default_store()
 
@@ -38,6 +38,10 @@ def _max_features(value: str) -> str | float | int | None:
     if not 0 < fraction <= 1:
         raise argparse.ArgumentTypeError(f"{value!r}: a fraction must be in (0, 1]")
     return fraction
+
+
+def _columns(value: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in value.split(",") if name.strip())
 
 
 def _positive_int(value: str) -> int:
@@ -77,8 +81,21 @@ def build_parser(prog: str = "python -m training") -> argparse.ArgumentParser:
     train = command("train", "train a forest, evaluate it and publish a version")
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", help="built-in dataset: iris, wine, breast_cancer, digits, diabetes")
-    source.add_argument("--csv", type=Path, help="a CSV file with a header row")
-    train.add_argument("--target", help="the CSV column to predict (with --csv)")
+    source.add_argument("--csv", metavar="PATH", help="a CSV file with a header row: a path or s3://BUCKET/KEY")
+    source.add_argument("--parquet", metavar="PATH", help="a Parquet file: a path or s3://BUCKET/KEY")
+    train.add_argument("--target", help="the column to predict (with --csv or --parquet)")
+    train.add_argument(
+        "--categorical", type=_columns, default=(), metavar="COL,...", help="treat these columns as categories"
+    )
+    train.add_argument("--drop", type=_columns, default=(), metavar="COL,...", help="leave these columns out")
+    train.add_argument(
+        "--max-categories",
+        type=_positive_int,
+        default=DEFAULT_MAX_CATEGORIES,
+        help="refuse categorical columns with more distinct values (default %(default)s)",
+    )
+    train.add_argument("--delimiter", default=",", help="the CSV's value separator (default %(default)r)")
+    train.add_argument("--encoding", default="utf-8", help="the CSV's text encoding (default %(default)s)")
     train.add_argument(
         "--task", choices=["classification", "regression"], help="override the task inferred from the target"
     )
@@ -146,22 +163,29 @@ def say(message: str) -> None:
 
 
 def command_train(args: argparse.Namespace, store: ModelStore) -> int:
-    from training.data import load_builtin, load_csv
+    from training.data import load_builtin, report_lines
     from training.forest import ForestParams, build_artifact, publish, train
+    from training.tables import CSV, PARQUET, TableOptions, load_table, source_name
 
     started = time.perf_counter()
-    name = args.name or (args.csv.stem if args.csv is not None else args.dataset)
+    table = args.csv or args.parquet
+    name = args.name or (source_name(table) if table else args.dataset)
     if args.if_unpublished and (current := store.read_alias(name, args.alias)):
         print(f"{name}: {args.alias} already points at {current.version} in {store.uri}; not training")
         return 0
-    if args.csv is not None:
+    if table:
         if not args.target:
-            raise TrainingError("--csv needs --target COLUMN: the column to predict.")
-        say(f"reading {args.csv}")
-        data = load_csv(args.csv, args.target, args.task)
+            raise TrainingError(f"{'--csv' if args.csv else '--parquet'} needs --target COLUMN: the column to predict.")
+        say(f"reading {table}")
+        options = TableOptions(args.categorical, args.drop, args.max_categories, args.delimiter, args.encoding)
+        data = load_table(table, args.target, args.task, CSV if args.csv else PARQUET, options)
     else:
+        if args.categorical or args.drop:
+            raise TrainingError("--categorical and --drop apply to --csv and --parquet tables.")
         say(f"loading dataset {args.dataset}")
         data = load_builtin(args.dataset)
+    for line in report_lines(data):
+        say(line)
     params = ForestParams(
         n_estimators=args.trees,
         max_depth=args.max_depth,

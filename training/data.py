@@ -1,18 +1,16 @@
-"""Training data: a built-in scikit-learn dataset by name, or the user's CSV."""
+"""Training data: a built-in scikit-learn dataset by name, or the user's table (`training.tables`)."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from lambda_forest.errors import TrainingError
+from lambda_forest.features import FeatureSchema, category_texts
 from lambda_forest.manifest import CLASSIFICATION, REGRESSION
 
 MIN_ROWS = 10
@@ -20,19 +18,52 @@ MIN_ROWS = 10
 MAX_INTEGER_CLASSES = 20
 
 
+# Quantile bins of each numeric feature's frozen training histogram (for drift checks).
+HISTOGRAM_BINS = 10
+
+
+@dataclass(frozen=True)
+class DataReport:
+    """What happened to the rows between the file and the model (the manifest's `data_report`)."""
+
+    rows_read: int
+    rows_used: int
+    rows_without_target: int = 0
+    duplicate_rows: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
 @dataclass(frozen=True)
 class Dataset:
-    X: np.ndarray
+    """Training rows: X is a numpy matrix (built-in data) or a pandas DataFrame of the table's raw columns."""
+
+    X: Any
     y: np.ndarray
     feature_names: list[str]
     target: str
     task: str
     source: str
     sha256: str
+    schema: FeatureSchema | None = None  # None: every feature numeric
+    excluded_columns: list[dict[str, str]] = field(default_factory=list)
+    report: DataReport | None = None
+
+    def __post_init__(self) -> None:
+        if self.schema is None:
+            object.__setattr__(self, "schema", FeatureSchema.numeric(self.feature_names))
+        if self.report is None:
+            object.__setattr__(self, "report", DataReport(self.rows, self.rows, 0, _duplicates(self.X)))
 
     @property
     def rows(self) -> int:
         return len(self.y)
+
+    @property
+    def features(self) -> FeatureSchema:
+        assert self.schema is not None
+        return self.schema
 
 
 def _builtin(loader_name: str, task: str, target: str) -> Callable[[], Dataset]:
@@ -77,107 +108,6 @@ def load_builtin(name: str) -> Dataset:
     return BUILTIN_DATASETS[name]()
 
 
-def load_csv(path: Path, target: str, task: str | None = None) -> Dataset:
-    """Read a CSV with a header row; every column but `target` must be numeric."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise TrainingError(f"CSV file {path} does not exist; check --csv.") from None
-    except OSError as exc:
-        raise TrainingError(f"CSV file {path} cannot be read: {exc.strerror}.") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise TrainingError(f"CSV file {path} is not UTF-8 text; save it as UTF-8 CSV.") from None
-    reader = csv.reader(text.splitlines())
-    header = next(reader, None)
-    if not header or not any(cell.strip() for cell in header):
-        raise TrainingError(f"CSV file {path} is empty; expected a header row and data rows.")
-    header = [cell.strip() for cell in header]
-    if target not in header:
-        raise TrainingError(
-            f"CSV file {path} has no column {target!r}; its columns are {', '.join(header)}. Check --target."
-        )
-    if len(set(header)) != len(header):
-        raise TrainingError(f"CSV file {path} repeats a column name; every column needs a unique name.")
-    target_index = header.index(target)
-    feature_names = [name for i, name in enumerate(header) if i != target_index]
-    if not feature_names:
-        raise TrainingError(f"CSV file {path} has only the target column; add feature columns.")
-
-    features: list[list[float]] = []
-    labels: list[str] = []
-    for line, record in enumerate(reader, start=2):
-        if not record or all(not cell.strip() for cell in record):
-            continue
-        if len(record) != len(header):
-            raise TrainingError(f"CSV file {path} line {line} has {len(record)} fields; the header has {len(header)}.")
-        row = []
-        for i, cell in enumerate(record):
-            if i == target_index:
-                continue
-            row.append(_number(cell, path, line, header[i]))
-        labels.append(record[target_index].strip())
-        features.append(row)
-
-    X = np.asarray(features, dtype=np.float64).reshape(len(features), len(feature_names))
-    task = task or infer_task(labels)
-    y = _target_values(labels, task, path, target)
-    return Dataset(
-        X=X,
-        y=y,
-        feature_names=feature_names,
-        target=target,
-        task=task,
-        source=f"csv:{path.name}",
-        sha256=hashlib.sha256(raw).hexdigest(),
-    )
-
-
-def _number(cell: str, path: Path, line: int, column: str) -> float:
-    try:
-        value = float(cell)
-    except ValueError:
-        shown = cell.strip() or "empty"
-        raise TrainingError(
-            f"CSV file {path} line {line}, column {column!r}: {shown!r} is not a number; feature columns "
-            "must be numeric (encode categories as numbers, fill or drop missing values)."
-        ) from None
-    if not math.isfinite(value):
-        raise TrainingError(f"CSV file {path} line {line}, column {column!r}: {cell!r} is not a finite number.")
-    return value
-
-
-def infer_task(labels: list[str]) -> str:
-    """Text labels or few whole numbers mean classification; other numbers mean regression."""
-    try:
-        values = [float(label) for label in labels]
-    except ValueError:
-        return CLASSIFICATION
-    whole = all(value.is_integer() for value in values)
-    return CLASSIFICATION if whole and len(set(values)) <= MAX_INTEGER_CLASSES else REGRESSION
-
-
-def _target_values(labels: list[str], task: str, path: Path, target: str) -> np.ndarray:
-    if any(not label for label in labels):
-        raise TrainingError(f"CSV file {path}: column {target!r} has empty cells; every row needs a target.")
-    if task == CLASSIFICATION:
-        try:
-            numbers = [float(label) for label in labels]
-        except ValueError:
-            return np.asarray(labels, dtype=object)
-        if all(n.is_integer() for n in numbers):
-            return np.asarray([int(n) for n in numbers], dtype=np.int64)
-        return np.asarray(labels, dtype=object)
-    try:
-        return np.asarray([float(label) for label in labels], dtype=np.float64)
-    except ValueError:
-        raise TrainingError(
-            f"CSV file {path}: column {target!r} is not numeric, so it cannot be a regression target; "
-            "use --task classification."
-        ) from None
-
-
 def check_trainable(data: Dataset) -> None:
     """Refuse data that cannot give a meaningful model or hold-out evaluation."""
     if data.rows < MIN_ROWS:
@@ -196,20 +126,107 @@ def check_trainable(data: Dataset) -> None:
             )
 
 
+def _duplicates(X: Any) -> int:
+    if hasattr(X, "duplicated"):
+        return int(X.duplicated().sum())
+    return len(X) - len(np.unique(np.asarray(X), axis=0))
+
+
 def _fingerprint(X: np.ndarray, y: np.ndarray) -> str:
     digest = hashlib.sha256(np.ascontiguousarray(X).tobytes())
     digest.update("\x1f".join(map(str, y.tolist())).encode())
     return digest.hexdigest()
 
 
+def report_lines(data: Dataset) -> list[str]:
+    """The data report printed before training: rows used and dropped, each column's type and gaps."""
+    report = data.report
+    assert report is not None
+    lines = [
+        f"data: {report.rows_read} rows read, {report.rows_used} used"
+        + (
+            f", {report.rows_without_target} without a target ({data.target!r}) dropped"
+            if report.rows_without_target
+            else ""
+        )
+        + f"; {report.duplicate_rows} duplicate row{'' if report.duplicate_rows == 1 else 's'}",
+        f"  {'column':<24} {'type':<12} {'missing':>8}  categories",
+    ]
+    for entry in feature_entries(data):
+        categories = str(len(entry["categories"])) if "categories" in entry else ""
+        lines.append(f"  {entry['name']:<24} {entry['type']:<12} {entry['missing_rate']:>8.1%}  {categories}".rstrip())
+    lines.extend(f"  excluded {column['name']}: {column['reason']}" for column in data.excluded_columns)
+    return lines
+
+
+def columns_of(data: Dataset) -> list[np.ndarray]:
+    """Each feature's training values: float64 for numeric features (NaN missing), text or None for categorical."""
+    columns = []
+    for index, feature in enumerate(data.features.features):
+        column = data.X.iloc[:, index] if hasattr(data.X, "iloc") else data.X[:, index]
+        if feature.is_categorical:
+            columns.append(category_texts(np.asarray(column, dtype=object).reshape(-1, 1))[:, 0])
+        else:
+            columns.append(np.asarray(column, dtype=np.float64))
+    return columns
+
+
+def feature_entries(data: Dataset) -> list[dict[str, Any]]:
+    """The manifest's `features`: type, categories, missing share, statistics and the frozen histogram."""
+    entries = []
+    for feature, values in zip(data.features.features, columns_of(data), strict=True):
+        entry: dict[str, Any] = {"name": feature.name, "type": feature.type}
+        if feature.is_categorical:
+            missing = np.array([value is None for value in values], dtype=bool)
+            present, counts = np.unique(values[~missing].astype(str), return_counts=True)
+            entry["categories"] = list(feature.categories)
+            entry["missing_allowed"] = feature.missing_allowed
+            entry["missing_rate"] = _share(missing.sum(), len(values))
+            shares = dict(zip(present.tolist(), counts.tolist(), strict=True))
+            entry["frequencies"] = {
+                category: _share(shares.get(category, 0), len(values)) for category in feature.categories
+            }
+        else:
+            missing = np.isnan(values)
+            entry["missing_allowed"] = feature.missing_allowed
+            entry["missing_rate"] = _share(missing.sum(), len(values))
+            present = values[~missing]
+            entry["stats"] = _stats(present)
+            entry["bins"] = _histogram(present)
+        entries.append(entry)
+    return entries
+
+
 def describe_features(data: Dataset) -> dict[str, dict[str, Any]]:
-    """Per-feature min, max, mean and std of the training data (for drift checks and docs)."""
+    """Per numeric feature min, max, mean and std of the training data (the manifest's `feature_stats`)."""
     return {
-        name: {
-            "min": float(column.min()),
-            "max": float(column.max()),
-            "mean": round(float(column.mean()), 6),
-            "std": round(float(column.std()), 6),
-        }
-        for name, column in zip(data.feature_names, data.X.T, strict=True)
+        feature.name: _stats(values[~np.isnan(values)])
+        for feature, values in zip(data.features.features, columns_of(data), strict=True)
+        if not feature.is_categorical
     }
+
+
+def _stats(values: np.ndarray) -> dict[str, float]:
+    if not len(values):
+        return {}
+    return {
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "mean": round(float(values.mean()), 6),
+        "std": round(float(values.std()), 6),
+    }
+
+
+def _histogram(values: np.ndarray) -> dict[str, list[float] | list[int]]:
+    """About HISTOGRAM_BINS quantile bins: edges (ascending, distinct) and the training rows in each."""
+    if not len(values):
+        return {"edges": [], "counts": []}
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, HISTOGRAM_BINS + 1)))
+    if len(edges) == 1:
+        return {"edges": [float(edges[0]), float(edges[0])], "counts": [len(values)]}
+    counts, _ = np.histogram(values, bins=edges)
+    return {"edges": edges.tolist(), "counts": counts.tolist()}
+
+
+def _share(count: int | np.integer, total: int) -> float:
+    return round(float(count) / total, 6) if total else 0.0

@@ -11,13 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from lambda_forest.artifact import runtime_versions, serialize_estimator, sha256, verify
-from lambda_forest.compiled import COMPILED_FILE, CompiledForest, compile_forest, read_npz, to_npz
+from lambda_forest.artifact import final_estimator, runtime_versions, serialize_estimator, sha256, verify
+from lambda_forest.compiled import COMPILED_FILE, CompiledForest, compile_forest, read_npz, to_npz, with_categories
 from lambda_forest.errors import TrainingError
-from lambda_forest.manifest import CLASSIFICATION, FileEntry, Manifest
+from lambda_forest.features import FeatureSchema, category_texts
+from lambda_forest.manifest import CLASSIFICATION, PIPELINE, FileEntry, Manifest
 from lambda_forest.signing import KmsSigner, KmsVerifier, Signer, manifest_message, verify_manifest
 from lambda_forest.store import MODEL_FILE, ModelStore, check_name, make_version
-from training.data import Dataset, check_trainable, describe_features
+from training.data import Dataset, check_trainable, describe_features, feature_entries
 
 Progress = Callable[[str], None]
 
@@ -52,18 +53,60 @@ class ForestParams:
 
 @dataclass
 class TrainedModel:
-    estimator: Any
+    estimator: Any  # what model.joblib holds: the forest, or a Pipeline (encoding, then the forest)
     data: Dataset
     params: dict[str, Any]
     metrics: dict[str, float]
-    holdout_X: np.ndarray
+    holdout_X: Any
     holdout_y: np.ndarray
+    importances: dict[str, float] = field(default_factory=dict)
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
+
+    @property
+    def forest(self) -> Any:
+        return final_estimator(self.estimator)
 
     @property
     def primary_metric(self) -> tuple[str, float]:
         key = "accuracy" if self.data.task == CLASSIFICATION else "r2"
         return key, self.metrics[key]
+
+
+def encoding_pipeline(schema: FeatureSchema, forest: Any) -> Any:
+    """The forest alone for numeric tables; else a Pipeline that encodes categorical columns in place, then the forest.
+
+    Each categorical column becomes one model-input column at its own position (its category's code:
+    `OrdinalEncoder`, unknown and missing values NaN, which the forest routes natively), so the Pipeline
+    takes the raw columns, by position, from a pandas DataFrame or a numpy object array alike.
+    """
+    if schema.is_numeric_only:
+        return forest
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
+
+    steps: list[tuple[str, Any, list[int]]] = []
+    for index, feature in enumerate(schema.features):  # runs of neighbouring columns of one type share a step
+        if steps and steps[-1][0].startswith(feature.type):
+            steps[-1][2].append(index)
+        else:
+            steps.append((f"{feature.type}_{index}", None, [index]))
+    transformers = []
+    for step, _, columns in steps:
+        if step.startswith("numeric"):
+            transformers.append((step, "passthrough", columns))
+            continue
+        encoder = OrdinalEncoder(
+            categories=[list(schema.features[column].categories) for column in columns],
+            handle_unknown="use_encoded_value",
+            unknown_value=np.nan,
+            encoded_missing_value=np.nan,
+            dtype=np.float64,
+        )
+        text = FunctionTransformer(category_texts, feature_names_out="one-to-one")
+        transformers.append((step, make_pipeline(text, encoder), columns))
+    encode = ColumnTransformer(transformers, remainder="drop", sparse_threshold=0, verbose_feature_names_out=False)
+    return Pipeline([("encode", encode), ("forest", forest)])
 
 
 def train(data: Dataset, params: ForestParams, test_size: float = 0.2, progress: Progress = print) -> TrainedModel:
@@ -86,17 +129,42 @@ def train(data: Dataset, params: ForestParams, test_size: float = 0.2, progress:
     except ValueError as exc:
         raise TrainingError(f"Cannot split {data.rows} rows into training and hold-out sets: {exc}") from None
     estimator_params = params.for_estimator(data.task)
-    estimator = (RandomForestClassifier if classify else RandomForestRegressor)(**estimator_params)
+    forest = (RandomForestClassifier if classify else RandomForestRegressor)(**estimator_params)
+    model = encoding_pipeline(data.features, forest)
     progress(
-        f"training {params.n_estimators} trees on {len(y_train)} rows x {data.X.shape[1]} features "
+        f"training {params.n_estimators} trees on {len(y_train)} rows x {len(data.feature_names)} features "
         f"({data.task}), holding out {len(y_test)} rows"
     )
     try:
-        fit_with_progress(estimator, X_train, y_train, progress)
+        # A Pipeline's encoder is fitted first, so the forest can grow in steps on the encoded rows.
+        encoded = model[:-1].fit_transform(X_train) if model is not forest else X_train
+        fit_with_progress(forest, encoded, y_train, progress)
     except ValueError as exc:
         raise TrainingError(f"Training failed: {exc}") from None
-    metrics = evaluate(estimator, X_test, y_test, classify)
-    return TrainedModel(estimator, data, estimator_params, metrics, X_test, y_test)
+    metrics = evaluate(model, X_test, y_test, classify)
+    progress(f"permutation importance of {len(data.feature_names)} columns on the hold-out rows")
+    importances = permutation_importances(model, X_test, y_test, data.feature_names, params.random_state)
+    return TrainedModel(model, data, estimator_params, metrics, X_test, y_test, importances)
+
+
+# Permutation importance reshuffles each column this many times, on at most this many hold-out rows.
+IMPORTANCE_REPEATS = 5
+IMPORTANCE_ROWS = 2000
+
+
+def permutation_importances(
+    model: Any, X: Any, y: np.ndarray, feature_names: list[str], random_state: int
+) -> dict[str, float]:
+    """How much the hold-out score (accuracy, or R²) drops when each original column is shuffled."""
+    from sklearn.inspection import permutation_importance
+
+    if len(y) > IMPORTANCE_ROWS:
+        chosen = np.sort(np.random.default_rng(random_state).choice(len(y), IMPORTANCE_ROWS, replace=False))
+        X = X.iloc[chosen] if hasattr(X, "iloc") else X[chosen]
+        y = y[chosen]
+    result = permutation_importance(model, X, y, n_repeats=IMPORTANCE_REPEATS, random_state=random_state)
+    ranked = sorted(zip(feature_names, result.importances_mean.tolist(), strict=True), key=lambda item: -item[1])
+    return {name: round(value, 6) + 0.0 for name, value in ranked}
 
 
 # Progress lines only for fits slow enough to need them.
@@ -155,7 +223,7 @@ def build_artifact(name: str, model: TrainedModel, compile: bool = True) -> tupl
     """The manifest and the files of a new version, ready to publish.
 
     With `compile`, the version also carries `forest.npz`, served without scikit-learn; it is checked
-    against the estimator first and refused if any answer differs.
+    against `model.joblib` first (raw rows in, encoding included) and refused if any answer differs.
     """
     check_name("model name", name)
     model_bytes = serialize_estimator(model.estimator)
@@ -165,16 +233,17 @@ def build_artifact(name: str, model: TrainedModel, compile: bool = True) -> tupl
     files = {MODEL_FILE: model_bytes}
     compiled = None
     if compile:
-        npz = to_npz(compile_forest(model.estimator))
-        verify_compiled(model.estimator, CompiledForest(read_npz(npz), classes), model.holdout_X)
+        npz = to_npz(with_categories(compile_forest(model.forest), data.features))
+        verify_compiled(model.estimator, CompiledForest(read_npz(npz), classes), model.holdout_X, data.features)
         files[COMPILED_FILE] = npz
         compiled = FileEntry(file=COMPILED_FILE, sha256=sha256(npz), bytes=len(npz))
+    assert data.report is not None
     manifest = Manifest(
         name=name,
         version=make_version(model.created_at, model_sha),
         created_at=model.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         task=data.task,
-        estimator=type(model.estimator).__name__,
+        estimator=type(model.forest).__name__,
         params={key: value for key, value in model.params.items() if key != "n_jobs"},
         target=data.target,
         feature_names=data.feature_names,
@@ -185,46 +254,146 @@ def build_artifact(name: str, model: TrainedModel, compile: bool = True) -> tupl
         artifact=FileEntry(file=MODEL_FILE, sha256=model_sha, bytes=len(model_bytes)),
         runtime=runtime_versions(),
         compiled=compiled,
+        features=feature_entries(data),
+        excluded_columns=data.excluded_columns,
+        data_report=data.report.to_dict(),
+        importances=model.importances,
+        model_object=PIPELINE
+        if model.estimator is not model.forest
+        else f"sklearn.ensemble.{type(model.forest).__name__}",
     )
     return manifest, files
 
 
 # Probabilities and regression values may differ by at most this much; predictions not at all.
 COMPILED_TOLERANCE = 1e-12
+# A value no categorical feature was trained on (the verification's unknown category).
+UNSEEN_CATEGORY = "(not seen in training)"
+MISSING_ROWS_PER_FEATURE = 3
+
+
+def threshold_values(
+    estimator: Any, limit: int = 600, seed: int = 0, features: set[int] | None = None
+) -> list[tuple[int, Any]]:
+    """(feature, value) pairs that sit exactly on split thresholds, and one float32 step either side of them."""
+    rng = np.random.default_rng(seed)
+    splits = [
+        (int(feature), threshold)
+        for tree in estimator.estimators_
+        for feature, threshold in zip(tree.tree_.feature, tree.tree_.threshold, strict=True)
+        # A split of missing from present values has threshold +inf: nothing to sit on.
+        if feature >= 0 and np.isfinite(threshold) and (features is None or feature in features)
+    ]
+    if not splits:
+        return []
+    chosen = rng.choice(len(splits), size=min(limit, len(splits)), replace=False)
+    values = []
+    for index in chosen:
+        feature, threshold = splits[index]
+        below = np.float32(threshold)
+        below = below if below <= threshold else np.nextafter(below, np.float32(-np.inf))
+        values.extend((feature, value) for value in (threshold, below, np.nextafter(below, np.float32(np.inf))))
+    return values
 
 
 def threshold_rows(estimator: Any, base_rows: np.ndarray, limit: int = 600, seed: int = 0) -> np.ndarray:
     """Rows that sit exactly on split thresholds, and one float32 step either side of them."""
-    rng = np.random.default_rng(seed)
-    splits = [
-        (feature, threshold)
-        for tree in estimator.estimators_
-        for feature, threshold in zip(tree.tree_.feature, tree.tree_.threshold, strict=True)
-        if feature >= 0
-    ]
-    chosen = rng.choice(len(splits), size=min(limit, len(splits)), replace=False)
     rows = []
-    for count, index in enumerate(chosen):
-        feature, threshold = splits[index]
-        below = np.float32(threshold)
-        below = below if below <= threshold else np.nextafter(below, np.float32(-np.inf))
-        for value in (threshold, below, np.nextafter(below, np.float32(np.inf))):
-            row = base_rows[count % len(base_rows)].copy()
-            row[feature] = value
-            rows.append(row)
+    for count, (feature, value) in enumerate(threshold_values(estimator, limit, seed)):
+        row = base_rows[(count // 3) % len(base_rows)].copy()
+        row[feature] = value
+        rows.append(row)
     return np.asarray(rows, dtype=np.float64)
 
 
-def verify_compiled(estimator: Any, forest: CompiledForest, holdout_X: np.ndarray) -> None:
-    """Refuse a compiled forest whose answers differ from the estimator's on hold-out and threshold rows."""
-    rows = np.vstack([holdout_X, threshold_rows(estimator, holdout_X)])
-    n_jobs, estimator.n_jobs = estimator.n_jobs, None  # one thread: scikit-learn's summation order is fixed
+def json_rows(X: Any, schema: FeatureSchema) -> list[list[Any]]:
+    """Rows of a table as a client sends them in JSON: numbers, text, null for missing."""
+    if not hasattr(X, "iloc"):
+        return [[None if value != value else value for value in row] for row in np.asarray(X, np.float64).tolist()]
+    columns = []
+    for index in range(len(schema.features)):
+        series = X.iloc[:, index]
+        missing = series.isna().to_numpy()
+        columns.append(
+            [
+                None if gap else _json_value(value)
+                for value, gap in zip(series.to_numpy(dtype=object), missing, strict=True)
+            ]
+        )
+    return [list(row) for row in zip(*columns, strict=True)]
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value)
+    return str(value)
+
+
+def table_of(rows: list[list[Any]], schema: FeatureSchema, like: Any) -> Any:
+    """JSON-style rows as the table a data scientist passes to `model.joblib`: a DataFrame when it was fitted on one."""
+    if not hasattr(like, "iloc"):
+        return np.array(rows, dtype=np.float64)
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=schema.names, dtype=object)
+    for feature in schema.features:
+        if not feature.is_categorical:
+            frame[feature.name] = frame[feature.name].astype(np.float64)
+    return frame
+
+
+def verification_rows(estimator: Any, schema: FeatureSchema, base: list[list[Any]]) -> list[list[Any]]:
+    """Hold-out rows, rows on numeric split thresholds, every category, an unknown one, and missing values."""
+    rows = [list(row) for row in base]
+
+    def varied(count: int, column: int, value: Any) -> list[Any]:
+        row = list(base[count % len(base)])
+        row[column] = value
+        return row
+
+    numeric = {index for index, feature in enumerate(schema.features) if not feature.is_categorical}
+    thresholds = threshold_values(final_estimator(estimator), features=numeric)
+    rows.extend(varied(count // 3, column, float(value)) for count, (column, value) in enumerate(thresholds))
+    count = 0
+    for column, feature in enumerate(schema.features):
+        if feature.is_categorical:
+            unseen = UNSEEN_CATEGORY + "*" * (UNSEEN_CATEGORY in feature.categories)
+            for category in (*feature.categories, unseen):
+                rows.append(varied(count, column, category))
+                count += 1
+        if feature.missing_allowed:
+            for _ in range(MISSING_ROWS_PER_FEATURE):
+                rows.append(varied(count, column, None))
+                count += 1
+    if all(feature.missing_allowed for feature in schema.features):
+        rows.append([None] * schema.width)
+    return rows
+
+
+def verify_compiled(
+    estimator: Any, forest: CompiledForest, holdout_X: Any, schema: FeatureSchema | None = None
+) -> None:
+    """Refuse a compiled forest whose answers differ from model.joblib's on raw rows.
+
+    The rows are the hold-out set, rows on split thresholds, every category, an unknown category and
+    missing values; the compiled side reads them as the function does (`FeatureSchema.validate`), the
+    estimator as a data scientist does (the raw table).
+    """
+    schema = schema or FeatureSchema.numeric(range(forest.n_features))
+    rows = verification_rows(estimator, schema, json_rows(holdout_X, schema))
+    table = table_of(rows, schema, holdout_X)
+    tree_forest = final_estimator(estimator)
+    n_jobs, tree_forest.n_jobs = tree_forest.n_jobs, None  # one thread: scikit-learn's summation order is fixed
     try:
-        expected_predictions = estimator.predict(rows).tolist()
-        expected = estimator.predict_proba(rows) if forest.classify else estimator.predict(rows)
+        expected_predictions = estimator.predict(table).tolist()
+        expected = estimator.predict_proba(table) if forest.classify else estimator.predict(table)
     finally:
-        estimator.n_jobs = n_jobs
-    result = forest.predict(rows, with_probabilities=True)
+        tree_forest.n_jobs = n_jobs
+    result = forest.predict(schema.validate(rows).matrix, with_probabilities=True)
     actual = np.asarray(result.probabilities if forest.classify else result.predictions)
     worst = float(np.max(np.abs(actual - expected)))
     if result.predictions != expected_predictions or worst > COMPILED_TOLERANCE:

@@ -27,14 +27,9 @@ from lambda_forest.errors import (
     ModelUnavailable,
     RouteNotFound,
 )
+from lambda_forest.features import ValidatedRows
 from lambda_forest.model_cache import LoadedModel, LoadPolicy, ModelCache, load_version
-from lambda_forest.schema import (
-    error_response,
-    health_response,
-    parse_predict_body,
-    predict_response,
-    rows_to_matrix,
-)
+from lambda_forest.schema import error_response, health_response, parse_predict_body, predict_response
 from lambda_forest.signing import KmsVerifier
 from lambda_forest.store import ModelStore, open_store
 
@@ -107,9 +102,10 @@ except ImportError:
 def predict() -> dict[str, Any]:
     request = parse_predict_body(request_body(), config.max_batch_rows)
     model = models.get()
-    rows = rows_to_matrix(request.instances, model.manifest.feature_names)
-    result = run_prediction(model, rows, request.probabilities)
-    return predict_response(model.manifest, result)
+    rows = model.manifest.schema.validate(request.instances)
+    record_row_quality(rows)
+    result = run_prediction(model, rows.matrix, request.probabilities)
+    return predict_response(model.manifest, result, rows)
 
 
 @app.get("/model")
@@ -132,6 +128,14 @@ def run_prediction(model: LoadedModel, rows: Any, with_probabilities: bool) -> P
     )
     metrics.add_metric(name="RowsPerRequest", unit=MetricUnit.Count, value=len(rows))
     return result
+
+
+def record_row_quality(rows: ValidatedRows) -> None:
+    """Missing values and unknown categories per request; by feature in the log (a metric per feature costs)."""
+    metrics.add_metric(name="MissingValues", unit=MetricUnit.Count, value=rows.missing_total)
+    metrics.add_metric(name="UnknownCategories", unit=MetricUnit.Count, value=rows.unknown_total)
+    if rows.missing or rows.unknown_categories:
+        logger.info("rows with gaps", extra={"missing": rows.missing, "unknown_categories": rows.unknown_categories})
 
 
 def request_body() -> str | None:

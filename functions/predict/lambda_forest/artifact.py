@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from lambda_forest.errors import IncompatibleModel, IntegrityError, InvalidArtifact
+from lambda_forest.features import FeatureSchema
 from lambda_forest.manifest import FileEntry, Manifest
 
 # Libraries whose versions decide whether a pickled forest loads; recorded in every manifest.
@@ -100,6 +101,11 @@ def load_estimator(manifest: Manifest, data: bytes) -> Any:
         ) from None
     except Exception as exc:  # unpickling can fail in many ways; none of them is the caller's fault
         raise InvalidArtifact("The model artifact could not be loaded.", detail=repr(exc)) from None
+    if hasattr(estimator, "steps") != manifest.is_pipeline:
+        raise InvalidArtifact(
+            "The model artifact does not match its manifest.",
+            detail=f"model.joblib holds a {type(estimator).__name__}; the manifest says {manifest.model_object}",
+        )
     if getattr(estimator, "n_features_in_", None) != len(manifest.feature_names):
         raise InvalidArtifact(
             "The model artifact does not match its manifest.",
@@ -109,20 +115,36 @@ def load_estimator(manifest: Manifest, data: bytes) -> Any:
     return estimator
 
 
-class EstimatorPredictor:
-    """Predicts with a fitted scikit-learn forest."""
+def final_estimator(model: Any) -> Any:
+    """The forest itself: the last step of a Pipeline, or the model when it is a bare forest."""
+    return model.steps[-1][1] if hasattr(model, "steps") else model
 
-    def __init__(self, estimator: Any, is_classifier: bool) -> None:
+
+class EstimatorPredictor:
+    """Predicts with a fitted scikit-learn forest, or a Pipeline that encodes the raw columns first.
+
+    Rows arrive as the validated matrix (category codes); a Pipeline is given the raw values they stand
+    for (`FeatureSchema.decode`), so its own encoder does the encoding, as it does for a data scientist.
+    """
+
+    def __init__(self, estimator: Any, is_classifier: bool, schema: FeatureSchema | None = None) -> None:
         self.estimator = estimator
         self.is_classifier = is_classifier
+        self.schema = schema if hasattr(estimator, "steps") else None
         # Worker threads cost more than they save for the batch sizes a request carries.
-        if hasattr(estimator, "n_jobs"):
-            estimator.n_jobs = None
+        forest = final_estimator(estimator)
+        if hasattr(forest, "n_jobs"):
+            forest.n_jobs = None
 
     def predict(self, rows: np.ndarray, with_probabilities: bool) -> Prediction:
-        if not self.is_classifier:
-            return Prediction(self.estimator.predict(rows).tolist())
-        # RandomForestClassifier.predict is exactly classes_.take(argmax(predict_proba)); one pass serves both.
-        proba = self.estimator.predict_proba(rows)
+        if self.schema is not None:
+            rows = self.schema.decode(rows)
+        with warnings.catch_warnings():
+            # A Pipeline fitted on a DataFrame notes that these rows have no column names; positions suffice.
+            warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
+            if not self.is_classifier:
+                return Prediction(self.estimator.predict(rows).tolist())
+            # RandomForestClassifier.predict is exactly classes_.take(argmax(predict_proba)); one pass serves both.
+            proba = self.estimator.predict_proba(rows)
         labels = self.estimator.classes_.take(np.argmax(proba, axis=1), axis=0)
         return Prediction(labels.tolist(), proba.tolist() if with_probabilities else None)

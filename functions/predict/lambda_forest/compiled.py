@@ -23,10 +23,14 @@ import numpy as np
 
 from lambda_forest.artifact import Prediction, verify
 from lambda_forest.errors import InvalidArtifact
+from lambda_forest.features import FeatureSchema
 from lambda_forest.manifest import Manifest
 
 COMPILED_FILE = "forest.npz"
 COMPILED_FORMAT = 1
+# Format 2 = format 1 + the category tables of a model with categorical features (`FeatureSchema.category_arrays`).
+CATEGORIES_FORMAT = 2
+CATEGORY_ARRAYS = {"categorical_features", "category_counts", "categories"}
 # Below this many (row, tree) pairs, walk every tree at once; above it, tree by tree.
 ALL_TREES_MAX_PAIRS = 20_000
 ARRAYS = {
@@ -104,6 +108,13 @@ def _tree_values(tree: Any, classify: bool, estimator: Any) -> np.ndarray:
         return tree.value[:, 0, 0].astype(np.float64)
     # scikit-learn (>= 1.4) stores class fractions, and predict_proba returns them as they are.
     return np.ascontiguousarray(tree.value[:, 0, : len(estimator.classes_)], dtype=np.float64)
+
+
+def with_categories(arrays: dict[str, np.ndarray], schema: FeatureSchema) -> dict[str, np.ndarray]:
+    """The compiled forest of a model with categorical features carries their tables (format 2)."""
+    if schema.is_numeric_only:
+        return arrays
+    return {**arrays, **schema.category_arrays(), "format": np.array(CATEGORIES_FORMAT)}
 
 
 def to_npz(arrays: dict[str, np.ndarray]) -> bytes:
@@ -226,8 +237,11 @@ def read_npz(data: bytes) -> dict[str, np.ndarray]:
             arrays = {name: npz[name] for name in npz.files}
     except (ValueError, OSError, KeyError) as exc:
         raise InvalidArtifact("The compiled forest could not be read.", detail=repr(exc)) from None
-    if arrays.get("format") is None or int(arrays["format"]) != COMPILED_FORMAT or set(arrays) != ARRAYS:
-        raise InvalidArtifact(f"The compiled forest is not format {COMPILED_FORMAT}; retrain or republish it.")
+    expected = {COMPILED_FORMAT: ARRAYS, CATEGORIES_FORMAT: ARRAYS | CATEGORY_ARRAYS}
+    if arrays.get("format") is None or set(arrays) != expected.get(int(arrays["format"])):
+        raise InvalidArtifact(
+            f"The compiled forest is not format {COMPILED_FORMAT} or {CATEGORIES_FORMAT}; retrain or republish it."
+        )
     return arrays
 
 
@@ -235,10 +249,16 @@ def load_compiled(manifest: Manifest, data: bytes) -> CompiledForest:
     """Verify `forest.npz` against the manifest, then read it (never unpickling anything)."""
     assert manifest.compiled is not None
     verify(manifest.compiled, data)
-    forest = CompiledForest(read_npz(data), manifest.classes)
+    arrays = read_npz(data)
+    forest = CompiledForest(arrays, manifest.classes)
     if forest.n_features != len(manifest.feature_names):
         raise InvalidArtifact(
             "The compiled forest does not match its manifest.",
             detail=f"{forest.n_features} features vs {len(manifest.feature_names)} in the manifest",
+        )
+    if not manifest.schema.matches_category_arrays(arrays):
+        raise InvalidArtifact(
+            "The compiled forest does not match its manifest.",
+            detail="its category tables differ from the manifest's features",
         )
     return forest

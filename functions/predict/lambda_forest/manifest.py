@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 from lambda_forest.errors import InvalidArtifact
+from lambda_forest.features import FeatureSchema
 
 MANIFEST_FORMAT = 1
+OPTIONAL_TABLE_FIELDS = ("features", "excluded_columns", "data_report", "importances", "model_object")
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
 
@@ -19,11 +22,17 @@ PUBLIC_FIELDS = (
     "task",
     "estimator",
     "feature_names",
+    "features",
     "classes",
     "metrics",
+    "importances",
     "created_at",
     "runtime",
 )
+# Per-feature training statistics stay private too: GET /model shows what a request needs.
+PRIVATE_FEATURE_FIELDS = ("stats", "bins", "frequencies")
+# What `model.joblib` holds: a bare forest, or (for tables with categorical columns) a Pipeline.
+PIPELINE = "sklearn.pipeline.Pipeline"
 
 
 @dataclass(frozen=True)
@@ -52,6 +61,12 @@ class Manifest:
     runtime: dict[str, str]
     classes: list[Any] | None = None
     compiled: FileEntry | None = None
+    # Tables (shared/DESIGN.md section 2); None in manifests published before they existed.
+    features: list[dict[str, Any]] | None = None
+    excluded_columns: list[dict[str, str]] | None = None
+    data_report: dict[str, Any] | None = None
+    importances: dict[str, float] | None = None
+    model_object: str | None = None  # the class `joblib.load(model.joblib)` returns; None: the bare forest
     format: int = MANIFEST_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -59,13 +74,21 @@ class Manifest:
     def is_classifier(self) -> bool:
         return self.task == CLASSIFICATION
 
+    @property
+    def is_pipeline(self) -> bool:
+        return self.model_object == PIPELINE
+
+    @cached_property
+    def schema(self) -> FeatureSchema:
+        """The model's input columns and THE row validator (lambda_forest.features)."""
+        return FeatureSchema.from_manifest(self.feature_names, self.features)
+
     def to_dict(self) -> dict[str, Any]:
         body = asdict(self)
         extra = body.pop("extra")
-        if body["classes"] is None:
-            del body["classes"]
-        if body["compiled"] is None:
-            del body["compiled"]
+        for optional in ("classes", "compiled", *OPTIONAL_TABLE_FIELDS):
+            if body[optional] is None:
+                del body[optional]
         return {"format": body.pop("format"), **body, **extra}
 
     def to_json(self) -> bytes:
@@ -73,6 +96,13 @@ class Manifest:
 
     def public(self) -> dict[str, Any]:
         body = self.to_dict()
+        if self.features is None:
+            body["features"] = self.schema.public()
+        else:
+            body["features"] = [
+                {key: value for key, value in entry.items() if key not in PRIVATE_FEATURE_FIELDS}
+                for entry in self.features
+            ]
         return {key: body[key] for key in PUBLIC_FIELDS if key in body}
 
     @classmethod
@@ -100,4 +130,10 @@ class Manifest:
             raise InvalidArtifact(f"The model's manifest has an unknown task {manifest.task!r}.")
         if manifest.is_classifier and not manifest.classes:
             raise InvalidArtifact("The classifier's manifest lists no classes.")
+        try:
+            manifest.schema  # noqa: B018 - built now, so a manifest with inconsistent features never loads
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise InvalidArtifact(
+                "The model's manifest describes its features inconsistently.", detail=str(exc)
+            ) from None
         return manifest

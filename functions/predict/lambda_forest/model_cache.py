@@ -76,7 +76,7 @@ def load_version(store: ModelStore, name: str, version: str, policy: LoadPolicy 
         )
     else:
         estimator = load_estimator(manifest, store.read_file(name, version, manifest.artifact.file))
-        predictor = EstimatorPredictor(estimator, manifest.is_classifier)
+        predictor = EstimatorPredictor(estimator, manifest.is_classifier, manifest.schema)
     return LoadedModel(manifest, predictor, time.perf_counter() - started)
 
 
