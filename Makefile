@@ -9,6 +9,8 @@ PY := $(VENV)/bin/python
 STORE ?= ./model-store
 MODEL ?= iris
 PORT ?= 3000
+# The front door `make serve` emulates: rest, http or url (template.yaml's ApiType).
+API_TYPE ?= rest
 ARCH := $(if $(filter aarch64 arm64,$(shell uname -m)),arm64,x86_64)
 
 export SAM_CLI_TELEMETRY := 0
@@ -39,7 +41,7 @@ build: setup
 	sam build PredictFunction --parameter-overrides Architecture=$(ARCH)
 
 serve: model build
-	$(PY) -m local_lambda --store $(STORE) --name $(MODEL) serve --port $(PORT)
+	$(PY) -m local_lambda --store $(STORE) --name $(MODEL) serve --port $(PORT) --api-type $(API_TYPE)
 
 invoke: model build
 	$(PY) -m local_lambda --store $(STORE) --name $(MODEL) invoke $(or $(EVENT),events/predict.json)

@@ -42,11 +42,13 @@ def large_dataset() -> Dataset:
     )
 
 
-def prepare(store_root: Path = CACHE / "store") -> list[BenchModel]:
+def prepare(store_root: Path = CACHE / "store", labels: tuple[str, ...] = ("iris", "large")) -> list[BenchModel]:
     """Train and publish (once; later runs reuse the cache) iris and the large forest, for both paths."""
     store = LocalStore(store_root)
     models = []
     for label, load, trees in (("iris", lambda: load_builtin("iris"), 100), ("large", large_dataset, LARGE_TREES)):
+        if label not in labels:
+            continue
         data = load()
         if not all(store.read_alias(f"{label}-{path}", "live") for path in PATHS):
             print(f"training the {label} forest ({trees} trees, {data.rows} rows x {data.X.shape[1]} features)")

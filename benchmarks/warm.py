@@ -8,7 +8,6 @@ Run by `python -m benchmarks`; stdout (the function's logs and metrics) is not r
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import sys
 import time
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from benchmarks.in_process import import_function, percentile
 
 BATCHES = {1: 300, 100: 100, 10_000: 10}  # rows per request: timed repetitions
 
@@ -28,23 +29,9 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def main(store: str, name: str, rows_path: str, result_path: str) -> None:
-    os.environ.update(
-        MODEL_STORE=store,
-        MODEL_NAME=name,
-        POWERTOOLS_SERVICE_NAME="bench",
-        POWERTOOLS_METRICS_NAMESPACE="Bench",
-        POWERTOOLS_TRACE_DISABLED="true",
-        POWERTOOLS_LOG_LEVEL="WARNING",
-        ALLOW_PICKLE="true",  # the sklearn path's versions have no compiled forest
-    )
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "functions" / "predict"))
-    import app
+    # ALLOW_PICKLE: the sklearn path's versions have no compiled forest
+    app = import_function(store, name, ALLOW_PICKLE="true")
     from local_lambda.events import LocalContext, json_event
 
     rows = np.load(rows_path)

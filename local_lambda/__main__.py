@@ -2,6 +2,7 @@
 
 python -m local_lambda invoke events/predict.json   # the twin of `sam local invoke PredictFunction -e ...`
 python -m local_lambda serve                        # the twin of `sam local start-api`, on 127.0.0.1:3000
+python -m local_lambda serve --api-type url         # ... behind a function URL (or `http`: an HTTP API)
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import sys
 from pathlib import Path
 
 from lambda_forest.config import default_store
+from lambda_forest.front_doors import FRONT_DOORS, FUNCTION_URL, HTTP_API, REST_API
 from local_lambda.emulator import BUILD_DIR, Emulator, EmulatorError, local_environment
 from local_lambda.http_api import make_server
 
+DOOR_NAMES = {REST_API: "a REST API", HTTP_API: "an HTTP API", FUNCTION_URL: "a function URL"}
 CURL_EXAMPLE = """\
-lambda-forest is serving {name} on http://{host}:{port} (Ctrl-C stops it). Try:
+lambda-forest is serving {name} on http://{host}:{port} behind {door} (Ctrl-C stops it). Try:
 
   curl -s http://{host}:{port}/health
   curl -s http://{host}:{port}/model
@@ -51,11 +54,27 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="serve the HTTP API locally")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument(
+        "--api-type",
+        choices=FRONT_DOORS,
+        default=REST_API,
+        help="the front door to emulate, as template.yaml's ApiType (default %(default)s)",
+    )
+    serve.add_argument(
+        "--cors-allow-origins",
+        default="",
+        metavar="ORIGINS",
+        help="comma-separated browser origins allowed to call the API, as template.yaml's CorsAllowOrigins",
+    )
     args = parser.parse_args(argv)
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the emulator on `kill` too
     store = args.store if args.store.startswith("s3://") else str(Path(args.store).resolve())
     extra = dict(item.split("=", 1) for item in args.env)
+    door = getattr(args, "api_type", REST_API)
+    cors_origins = tuple(item.strip() for item in getattr(args, "cors_allow_origins", "").split(",") if item.strip())
+    if door == REST_API and cors_origins:  # the REST API leaves CORS to the function; the others answer it natively
+        extra.setdefault("CORS_ALLOW_ORIGINS", ",".join(cors_origins))
     environment = local_environment(store, args.name, **extra)
     try:
         with Emulator(environment, build_dir=args.build_dir, lean=args.lean) as emulator:
@@ -66,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
                 if init is not None:
                     print(f"INIT REPORT durationMs {init:.1f}", file=sys.stderr)
                 return 0
-            server = make_server(emulator, args.host, args.port)
-            print(CURL_EXAMPLE.format(name=args.name, host=args.host, port=args.port), flush=True)
+            server = make_server(emulator, args.host, args.port, front_door=door, cors_origins=cors_origins)
+            banner = CURL_EXAMPLE.format(name=args.name, host=args.host, port=args.port, door=DOOR_NAMES[door])
+            print(banner, flush=True)
             try:
                 server.serve_forever()
             except KeyboardInterrupt:

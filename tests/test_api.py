@@ -29,6 +29,14 @@ EXPECTED = {
     "bad-not-a-number.json": (400, "invalid_instances"),
     "not-found.json": (404, "not_found"),
     "method-not-allowed.json": (405, "method_not_allowed"),
+    # Every front door, made with `sam local generate-event` (python -m local_lambda.sample_events).
+    "rest-api-predict.json": (200, None),
+    "rest-api-health.json": (200, None),
+    "rest-api-preflight.json": (405, "method_not_allowed"),  # CORS allows no origin by default
+    "http-api-predict.json": (200, None),
+    "http-api-health.json": (200, None),
+    "function-url-predict.json": (200, None),
+    "function-url-health.json": (200, None),
 }
 
 

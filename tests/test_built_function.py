@@ -4,10 +4,12 @@ Emulator and through the local HTTP API, exactly as the README's commands run it
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from lambda_forest.front_doors import FRONT_DOORS, REST_API
 from local_lambda.emulator import Emulator, host_architecture, layer_dir, local_environment
 from local_lambda.http_api import make_server
 from tests.conftest import EVENTS, free_port, load_event, publish_model
@@ -138,23 +141,37 @@ def test_emulated_predictions_equal_the_estimators(emulator: Emulator, trained_i
     assert np.array_equal(np.array(body["probabilities"]), trained_iris.estimator.predict_proba(rows))
 
 
-def http(url: str, body: Any = None, method: str | None = None) -> tuple[int, dict[str, str], Any]:
+def http(
+    url: str, body: Any = None, method: str | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], Any]:
     data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, dict(response.headers), json.loads(response.read())
+            status, answer_headers, payload = response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), json.loads(error.read())
+        status, answer_headers, payload = error.code, dict(error.headers), error.read()
+    return status, answer_headers, json.loads(payload) if payload else None
 
 
-def test_local_http_api_answers_a_real_client(emulator: Emulator, iris_store: Any) -> None:
+@contextmanager
+def local_api(emulator: Emulator, door: str, cors_origins: tuple[str, ...] = ()) -> Iterator[str]:
+    """The local HTTP API in front of `emulator` as `door`, on a free port; yields its base URL."""
     port = free_port()
-    server = make_server(emulator, port=port)
+    server = make_server(emulator, port=port, front_door=door, cors_origins=cors_origins)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    base = f"http://127.0.0.1:{port}"
     try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("door", FRONT_DOORS)
+def test_local_http_api_answers_a_real_client(emulator: Emulator, door: str) -> None:
+    with local_api(emulator, door) as base:
         status, headers, body = http(f"{base}/predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]})
         assert (status, headers["Content-Type"]) == (200, "application/json")
         assert body["predictions"] == ["setosa"] and len(body["probabilities"][0]) == 3
@@ -167,9 +184,33 @@ def test_local_http_api_answers_a_real_client(emulator: Emulator, iris_store: An
         status, headers, body = http(f"{base}/predict", method="GET")
         assert (status, body["error"]["code"], headers["Allow"]) == (405, "method_not_allowed", "POST")
         assert http(f"{base}/nowhere")[0] == 404
-    finally:
-        server.shutdown()
-        server.server_close()
+
+
+ORIGIN = "https://app.example.com"
+PREFLIGHT = {
+    "Origin": ORIGIN,
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "content-type",
+}
+
+
+@pytest.mark.parametrize("door", FRONT_DOORS)
+def test_browsers_get_cors_from_every_front_door(
+    build_dir: Path, iris_store: Any, emulator: Emulator, door: str
+) -> None:
+    """The REST API's CORS is the function's (CORS_ALLOW_ORIGINS); the others' is the front door's own."""
+    with ExitStack() as stack:
+        if door == REST_API:
+            env = local_environment(iris_store.uri, "iris", CORS_ALLOW_ORIGINS=ORIGIN)
+            emulator = stack.enter_context(Emulator(env, build_dir=build_dir))
+        base = stack.enter_context(local_api(emulator, door, cors_origins=(ORIGIN,)))
+        status, headers, _ = http(f"{base}/predict", method="OPTIONS", headers=PREFLIGHT)
+        assert (status, headers["Access-Control-Allow-Origin"]) == (204, ORIGIN)
+        assert "POST" in headers["Access-Control-Allow-Methods"]
+        status, headers, _ = http(f"{base}/predict", {"instances": [[5.1, 3.5, 1.4, 0.2]]}, headers={"Origin": ORIGIN})
+        assert (status, headers["Access-Control-Allow-Origin"]) == (200, ORIGIN)
+        status, headers, _ = http(f"{base}/health", headers={"Origin": "https://evil.example"})
+        assert status == 200 and "Access-Control-Allow-Origin" not in headers
 
 
 def test_emulated_function_reads_an_s3_store_on_motos_server(
@@ -185,3 +226,10 @@ def test_emulated_function_reads_an_s3_store_on_motos_server(
 
 def test_events_directory_is_what_the_readme_promises() -> None:
     assert (EVENTS / "predict.json").exists() and len(list(EVENTS.glob("*.json"))) == len(EXPECTED)
+
+
+def test_front_door_samples_are_what_sam_local_generate_event_makes(tmp_path: Path) -> None:
+    result = run_tool(sys.executable, "-m", "local_lambda.sample_events", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    for made in sorted(tmp_path.glob("*.json")):
+        assert json.loads(made.read_text()) == load_event(made.name), made.name

@@ -1,10 +1,13 @@
-"""The local API Gateway stand-in turns HTTP requests into the REST proxy events the function expects."""
+"""The local front doors turn HTTP requests into the events the function expects (REST proxy, HTTP API and
+function URL payload 2.0) and play the native CORS of the HTTP API and the function URL."""
 
 from __future__ import annotations
 
 import base64
 
-from local_lambda.events import proxy_event
+from lambda_forest.front_doors import FUNCTION_URL, HTTP_API, front_door
+from local_lambda.events import function_url_event, http_api_event, proxy_event
+from local_lambda.http_api import NativeCors
 
 
 def test_json_request_becomes_a_rest_proxy_event() -> None:
@@ -21,3 +24,36 @@ def test_binary_bodies_are_base64_encoded_and_empty_ones_are_null() -> None:
     event = proxy_event("POST", "/predict", {}, b"\xff\x00")
     assert event["isBase64Encoded"] is True and base64.b64decode(event["body"]) == b"\xff\x00"
     assert proxy_event("GET", "/health", {}, b"")["body"] is None
+
+
+def test_http_api_events_follow_payload_format_2() -> None:
+    headers = {"Content-Type": "application/json", "Cookie": "a=1; b=2", "X-Trace": "t"}
+    event = http_api_event("POST", "/predict?explain=1&explain=2", headers, b'{"a": 1}')
+    assert (event["version"], event["rawPath"], event["rawQueryString"]) == ("2.0", "/predict", "explain=1&explain=2")
+    assert event["requestContext"]["http"]["method"] == "POST"
+    assert event["headers"] == {"content-type": "application/json", "x-trace": "t"}  # lower-cased, cookies apart
+    assert event["cookies"] == ["a=1", "b=2"]
+    assert event["queryStringParameters"] == {"explain": "1,2"}
+    assert event["body"] == '{"a": 1}' and event["isBase64Encoded"] is False
+    assert front_door(event) == HTTP_API
+
+
+def test_function_url_events_base64_encode_only_binary_bodies() -> None:
+    text = function_url_event("POST", "/predict", {"Content-Type": "text/csv"}, b"1,2,3,4\n")
+    assert (text["body"], text["isBase64Encoded"]) == ("1,2,3,4\n", False)
+    binary = function_url_event("POST", "/predict", {"Content-Type": "application/octet-stream"}, b"1,2")
+    assert binary["isBase64Encoded"] is True and base64.b64decode(binary["body"]) == b"1,2"
+    assert ".lambda-url." in text["requestContext"]["domainName"] and front_door(text) == FUNCTION_URL
+    assert "body" not in function_url_event("GET", "/health", {}, b"")
+
+
+def test_native_cors_answers_only_allowed_origins() -> None:
+    cors = NativeCors(("https://app.example.com",))
+    assert cors.preflight("https://app.example.com")["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert cors.preflight("https://evil.example") == {}
+    function_headers = {"Content-Type": "application/json", "Access-Control-Allow-Origin": "https://evil.example"}
+    answered = cors.response("https://app.example.com", function_headers)
+    assert answered["Access-Control-Allow-Origin"] == "https://app.example.com"  # the gateway's, not the function's
+    assert "Access-Control-Allow-Origin" not in cors.response(None, function_headers)
+    assert NativeCors(("*",)).allowed("https://any.example") == "*"
+    assert NativeCors(()).allowed("https://app.example.com") is None

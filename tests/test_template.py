@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -137,15 +138,147 @@ def test_pickle_is_off_by_default_and_needs_the_full_layer() -> None:
 
 
 @pytest.mark.parametrize("enabled", ["true", "false"])
-def test_api_routes_and_optional_api_key(enabled: str) -> None:
+def test_rest_api_sends_every_route_to_the_function_with_an_optional_api_key(enabled: str) -> None:
     template = transformed(EnableApiKey=enabled)
     body = template["Resources"]["PredictApi"]["Properties"]["Body"]
     routes = {(path, method) for path, methods in body["paths"].items() for method in methods}
-    assert routes == {("/predict", "post"), ("/model", "get"), ("/health", "get")}
+    proxy = "x-amazon-apigateway-any-method"
+    assert routes == {("/", proxy), ("/", "options"), ("/{proxy+}", proxy), ("/{proxy+}", "options")}
     for methods in body["paths"].values():
-        for operation in methods.values():
+        for method, operation in methods.items():
             assert operation["x-amazon-apigateway-integration"]["type"] == "aws_proxy"
-            assert operation["security"] == {"Fn::If": ["UseApiKey", [{"api_key": []}], {"Ref": "AWS::NoValue"}]}
+            if method == proxy:
+                assert operation["security"] == {"Fn::If": ["UseApiKey", [{"api_key": []}], {"Ref": "AWS::NoValue"}]}
+            else:  # a browser's preflight cannot carry the key
+                assert "security" not in operation
     assert template["Resources"]["ApiKey"]["Condition"] == "UseApiKey"
     stage = template["Resources"]["PredictApiStage"]["Properties"]
     assert stage["MethodSettings"][0]["ThrottlingRateLimit"] == {"Ref": "ThrottlingRateLimit"}
+
+
+# Front doors: which resources exist for each ApiType, by evaluating the template's conditions.
+
+FRONT_DOOR_RESOURCES = {
+    "rest": {"PredictApi", "RestApiInvokesFunction"},
+    "http": {"PredictHttpApi", "HttpApiInvokesFunction"},
+    "url": {"PredictFunctionUrl"},
+}
+# How each front door's URL names it in the outputs.
+FRONT_DOOR_URLS = {"rest": "${PredictApi}", "http": "${PredictHttpApi}", "url": "PredictFunctionUrl"}
+NO_VALUE = {"Ref": "AWS::NoValue"}
+
+
+def evaluate(template: dict[str, Any], expression: Any, parameters: dict[str, Any]) -> Any:
+    """`expression` under `parameters`: conditions and parameter references resolved, `Fn::If` branches
+    chosen; what a deployment alone knows (resources, Sub, GetAtt) is left as it is."""
+    if isinstance(expression, list):
+        return [evaluate(template, item, parameters) for item in expression]
+    if not isinstance(expression, dict):
+        return expression
+    if len(expression) != 1:
+        return {key: evaluate(template, value, parameters) for key, value in expression.items()}
+    [(function, argument)] = expression.items()
+    if function == "Ref" and argument in template["Parameters"]:
+        if argument in parameters:
+            return parameters[argument]
+        default = template["Parameters"][argument].get("Default", "")
+        return default.split(",") if template["Parameters"][argument]["Type"] == "CommaDelimitedList" else default
+    if function == "Condition":
+        return evaluate(template, template["Conditions"][argument], parameters)
+    if function == "Fn::If":
+        condition, when_true, when_false = argument
+        return evaluate(
+            template, when_true if evaluate(template, {"Condition": condition}, parameters) else when_false, parameters
+        )
+    values = evaluate(template, argument, parameters)
+    operations = {
+        "Fn::Equals": lambda: values[0] == values[1],
+        "Fn::And": lambda: all(values),
+        "Fn::Not": lambda: not values[0],
+        "Fn::Join": lambda: values[0].join(values[1]),
+    }
+    return operations[function]() if function in operations else {function: values}
+
+
+def created(template: dict[str, Any], parameters: dict[str, Any]) -> set[str]:
+    return {
+        name
+        for name, resource in template["Resources"].items()
+        if "Condition" not in resource or evaluate(template, {"Condition": resource["Condition"]}, parameters)
+    }
+
+
+@pytest.mark.parametrize("api_type", ["rest", "http", "url"])
+def test_exactly_one_front_door_exists(api_type: str) -> None:
+    template = transformed(ApiType=api_type)
+    parameters = {"ApiType": api_type}
+    resources = created(template, parameters)
+    for door, names in FRONT_DOOR_RESOURCES.items():
+        assert resources & names == (names if door == api_type else set()), door
+    for output in ("ApiUrl", "PredictUrl"):
+        url = json.dumps(evaluate(template, template["Outputs"][output]["Value"], parameters))
+        assert [door for door, name in FRONT_DOOR_URLS.items() if name in url] == [api_type], output
+
+
+def test_every_front_door_invokes_the_published_alias() -> None:
+    resources = transformed()["Resources"]
+    alias = {"Ref": "PredictFunctionAliasserving"}
+    assert resources["PredictFunctionUrl"]["Properties"]["TargetFunctionArn"] == alias
+    for name in ("RestApiInvokesFunction", "HttpApiInvokesFunction"):
+        permission = resources[name]["Properties"]
+        assert (permission["FunctionName"], permission["Principal"]) == (alias, "apigateway.amazonaws.com")
+        assert permission["SourceArn"]["Fn::Sub"].startswith("arn:${AWS::Partition}:execute-api:")
+    http_route = resources["PredictHttpApi"]["Properties"]["Body"]["paths"]["$default"]
+    integration = http_route["x-amazon-apigateway-any-method"]["x-amazon-apigateway-integration"]
+    assert integration["payloadFormatVersion"] == "2.0"
+    assert integration["uri"]["Fn::Sub"][1] == {"Alias": alias}
+
+
+@pytest.mark.parametrize(("auth", "public"), [("AWS_IAM", False), ("NONE", True)])
+def test_function_url_is_public_only_with_auth_type_none(auth: str, public: bool) -> None:
+    parameters = {"ApiType": "url", "FunctionUrlAuthType": auth}
+    template = transformed(**parameters)
+    assert template["Resources"]["PredictFunctionUrl"]["Properties"]["AuthType"] == {"Ref": "FunctionUrlAuthType"}
+    public_grants = {"PublicUrlInvokesFunctionUrl", "PublicUrlInvokesFunction"}
+    assert (public_grants <= created(template, parameters)) == public
+    grants = {name: template["Resources"][name]["Properties"] for name in public_grants}
+    assert grants["PublicUrlInvokesFunctionUrl"]["FunctionUrlAuthType"] == "NONE"
+    assert grants["PublicUrlInvokesFunction"]["InvokedViaFunctionUrl"] is True
+    assert template["Parameters"]["FunctionUrlAuthType"]["Default"] == "AWS_IAM"
+
+
+@pytest.mark.parametrize(
+    ("api_type", "origins"),
+    [
+        ("rest", ""),
+        ("rest", "https://app.example.com,http://localhost:5173"),
+        ("http", ""),
+        ("http", "https://app.example.com"),
+        ("url", ""),
+        ("url", "https://app.example.com,http://localhost:5173"),
+    ],
+)
+def test_cors_allows_no_origin_by_default_and_lives_in_one_place_per_front_door(api_type: str, origins: str) -> None:
+    """The REST API leaves CORS to the function; the HTTP API and the function URL answer it natively."""
+    parameters = {"ApiType": api_type, "CorsAllowOrigins": origins.split(",")}
+    template = transformed(ApiType=api_type, CorsAllowOrigins=origins)
+    resources = template["Resources"]
+    variables = resources["PredictFunction"]["Properties"]["Environment"]["Variables"]
+    function_cors = evaluate(template, variables["CORS_ALLOW_ORIGINS"], parameters)
+    http_cors = evaluate(
+        template, resources["PredictHttpApi"]["Properties"]["Body"]["x-amazon-apigateway-cors"], parameters
+    )
+    url_cors = evaluate(template, resources["PredictFunctionUrl"]["Properties"]["Cors"], parameters)
+    assert function_cors == (origins if api_type == "rest" else "")
+    if origins:
+        assert http_cors["allowOrigins"] == url_cors["AllowOrigins"] == origins.split(",")
+        assert "OPTIONS" not in url_cors["AllowMethods"]  # a function URL answers preflights itself (and refuses it)
+    else:
+        assert http_cors == url_cors == NO_VALUE
+    assert template["Parameters"]["CorsAllowOrigins"]["Default"] == ""
+
+
+def test_api_key_needs_the_rest_api() -> None:
+    rule = transformed()["Rules"]["ApiKeyNeedsRestApi"]
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "EnableApiKey"}, "true"]}
+    assert rule["Assertions"][0]["Assert"] == {"Fn::Equals": [{"Ref": "ApiType"}, "rest"]}

@@ -1,11 +1,14 @@
-"""The predict function: API Gateway (REST, proxy integration) in front of a cached random forest.
+"""The predict function: one build behind any front door (API Gateway REST API, HTTP API, function URL).
 
-Routes are thin: the request shapes live in `lambda_forest.schema`, loading in
-`lambda_forest.model_cache`, and every error is turned into a response in `reply_with_error`.
+Routes are written once on a Powertools `Router`; the resolver of each front door includes it, and the
+handler picks the resolver from the event's shape. Routes are thin: the request shapes live in
+`lambda_forest.schema`, loading in `lambda_forest.model_cache`, and every error is turned into a response
+in `reply_with_error`.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from collections.abc import Callable
@@ -13,7 +16,16 @@ from typing import Any
 
 import orjson
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler import (
+    APIGatewayHttpResolver,
+    APIGatewayRestResolver,
+    CORSConfig,
+    LambdaFunctionUrlResolver,
+    Response,
+    content_types,
+)
+from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver, Router
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -28,12 +40,21 @@ from lambda_forest.errors import (
     RouteNotFound,
 )
 from lambda_forest.features import ValidatedRows
+from lambda_forest.front_doors import FUNCTION_URL, HTTP_API, REST_API, front_door
 from lambda_forest.model_cache import LoadedModel, LoadPolicy, ModelCache, load_version
 from lambda_forest.schema import error_response, health_response, parse_predict_body, predict_response
 from lambda_forest.signing import KmsVerifier
 from lambda_forest.store import ModelStore, open_store
 
-ROUTES = {"/predict": ["POST"], "/model": ["GET"], "/health": ["GET"]}
+RESOLVERS: dict[str, type[ApiGatewayResolver]] = {
+    REST_API: APIGatewayRestResolver,
+    HTTP_API: APIGatewayHttpResolver,
+    FUNCTION_URL: LambdaFunctionUrlResolver,
+}
+# Response headers a browser script may read on a cross-origin call (Powertools already allows the request
+# headers a caller needs: Content-Type, Authorization, X-Api-Key and SigV4's X-Amz-Date and X-Amz-Security-Token).
+CORS_EXPOSE_HEADERS = ["Retry-After", "Allow"]
+CORS_MAX_AGE_SECONDS = 600
 
 # Requests that fail early publish only their error metric, flushed on its own; that is expected.
 warnings.filterwarnings("ignore", message="No application metrics to publish")
@@ -41,7 +62,14 @@ warnings.filterwarnings("ignore", message="No application metrics to publish")
 logger = Logger()
 metrics = Metrics()
 tracer = Tracer()
-app = APIGatewayRestResolver(serializer=lambda body: orjson.dumps(body).decode())
+router = Router()
+ROUTES: dict[str, list[str]] = {}  # path -> methods: for 405 answers and 404 messages
+
+
+def route[F: Callable[..., Any]](method: str, path: str) -> Callable[[F], F]:
+    """Register a route on the shared router: every front door serves it."""
+    ROUTES.setdefault(path, []).append(method)
+    return router.route(path, method)
 
 
 def record_load(loaded: LoadedModel) -> None:
@@ -98,7 +126,7 @@ except ImportError:
     pass
 
 
-@app.post("/predict")
+@route("POST", "/predict")
 def predict() -> dict[str, Any]:
     request = parse_predict_body(request_body(), config.max_batch_rows)
     model = models.get()
@@ -108,12 +136,12 @@ def predict() -> dict[str, Any]:
     return predict_response(model.manifest, result, rows)
 
 
-@app.get("/model")
+@route("GET", "/model")
 def describe_model() -> dict[str, Any]:
     return models.get().manifest.public()
 
 
-@app.get("/health")
+@route("GET", "/health")
 def health() -> dict[str, Any]:
     current = models.current
     return health_response(current.identity if current else None)
@@ -141,32 +169,28 @@ def record_row_quality(rows: ValidatedRows) -> None:
 def request_body() -> str | None:
     """The body as text; API Gateway base64-encodes binary media types."""
     try:
-        return app.current_event.decoded_body
+        return router.current_event.decoded_body
     except (ValueError, UnicodeDecodeError):
         raise InvalidJson("The request body could not be decoded; expected UTF-8 JSON.") from None
 
 
-@app.not_found
+@router.exception_handler(NotFoundError)
 def route_not_found(_: Exception) -> Response:
-    allowed = ROUTES.get(app.current_event.path.rstrip("/") or "/")
+    event = router.current_event
+    allowed = ROUTES.get(event.path.rstrip("/") or "/")
     if allowed:
-        method = app.current_event.http_method
-        return reply_with_error(
-            MethodNotAllowed(
-                f"{method} is not allowed on {app.current_event.path}; use {', '.join(allowed)}.", allowed=allowed
-            )
-        )
-    return reply_with_error(
-        RouteNotFound(f"No route {app.current_event.path}; the routes are POST /predict, GET /model, GET /health.")
-    )
+        message = f"{event.http_method} is not allowed on {event.path}; use {', '.join(allowed)}."
+        return reply_with_error(MethodNotAllowed(message, allowed=allowed))
+    routes = ", ".join(f"{method} {path}" for path, methods in ROUTES.items() for method in methods)
+    return reply_with_error(RouteNotFound(f"No route {event.path}; the routes are {routes}."))
 
 
-@app.exception_handler(LambdaForestError)
+@router.exception_handler(LambdaForestError)
 def known_error(error: LambdaForestError) -> Response:
     return reply_with_error(error)
 
 
-@app.exception_handler(Exception)
+@router.exception_handler(Exception)
 def unexpected_error(error: Exception) -> Response:
     logger.exception("unexpected error")
     return reply_with_error(LambdaForestError("An unexpected error occurred; it was logged with the request id."))
@@ -200,13 +224,32 @@ def reply_with_error(error: LambdaForestError) -> Response:
 
 def request_id() -> str | None:
     try:
-        return app.current_event.request_context.request_id or app.lambda_context.aws_request_id
+        return router.current_event.request_context.request_id or router.lambda_context.aws_request_id
     except (AttributeError, KeyError):
         return None
 
 
+@functools.cache
+def resolver(door: str, cors_origins: tuple[str, ...]) -> ApiGatewayResolver:
+    """The resolver of one front door, built on first use (after every route is registered)."""
+    cors = (
+        CORSConfig(
+            allow_origin=cors_origins[0],
+            extra_origins=list(cors_origins[1:]),
+            expose_headers=CORS_EXPOSE_HEADERS,
+            max_age=CORS_MAX_AGE_SECONDS,
+        )
+        if cors_origins
+        else None
+    )
+    door_resolver = RESOLVERS[door](serializer=lambda body: orjson.dumps(body).decode(), cors=cors)
+    door_resolver.include_router(router)
+    return door_resolver
+
+
+# The request id sits at the same path in REST, HTTP API (2.0) and function URL events.
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return app.resolve(event, context)
+    return resolver(front_door(event), config.cors_allow_origins).resolve(event, context)

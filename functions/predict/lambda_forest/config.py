@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ class FunctionConfig:
     max_batch_rows: int = 10_000
     allow_pickle: bool = False
     signing_key: str | None = None
+    cors_allow_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> FunctionConfig:
@@ -50,11 +52,28 @@ class FunctionConfig:
                 max_batch_rows=_number(environ, "MAX_BATCH_ROWS", 10_000, int, minimum=1),
                 allow_pickle=_flag(environ, "ALLOW_PICKLE", False),
                 signing_key=environ.get("MODEL_SIGNING_KEY_ARN", "").strip() or None,
+                cors_allow_origins=_origins(environ),
             )
         except ConfigError:
             raise
         except Exception as exc:
             raise ConfigError(f"Invalid function configuration: {exc}") from None
+
+
+# A browser's Origin header: scheme://host[:port], no path and no trailing slash (or "*": any origin).
+_ORIGIN = re.compile(r"^(\*|https?://[^/\s,*]+)$")
+
+
+def _origins(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """CORS_ALLOW_ORIGINS: comma-separated origins the function answers CORS for; empty allows none."""
+    origins = tuple(item.strip() for item in environ.get("CORS_ALLOW_ORIGINS", "").split(",") if item.strip())
+    bad = [origin for origin in origins if not _ORIGIN.match(origin)]
+    if bad:
+        raise ConfigError(
+            f"CORS_ALLOW_ORIGINS has {', '.join(map(repr, bad))}; expected origins like https://app.example.com "
+            "(scheme and host, optional port, no path or trailing slash) or *."
+        )
+    return origins
 
 
 def _optional_name(key: str, environ: Mapping[str, str]) -> str | None:
