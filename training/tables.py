@@ -113,12 +113,15 @@ def _read_s3(uri: str) -> bytes:
         raise TrainingError(f"{uri}: S3 cannot be reached ({type(exc).__name__}).") from None
 
 
-def read_table(source: str, fmt: str = CSV, options: TableOptions = TableOptions()) -> tuple[Any, bytes]:
-    """The table as pandas reads it with its defaults, and the file's bytes."""
+def read_table(source: str, fmt: str = CSV, options: TableOptions = TableOptions()) -> tuple[Any, bytes, str]:
+    """The table as pandas reads it with its defaults, the file's bytes, and its format.
+
+    A Parquet file passed as CSV is read as the Parquet file it is (its signature says so).
+    """
     raw = read_source(source)
-    if fmt == PARQUET or (fmt == CSV and raw.startswith(PARQUET_MAGIC) and raw.endswith(PARQUET_MAGIC)):
-        return _read_parquet(source, raw), raw
-    return _read_csv(source, raw, options), raw
+    if fmt == PARQUET or (raw.startswith(PARQUET_MAGIC) and raw.endswith(PARQUET_MAGIC)):
+        return _read_parquet(source, raw), raw, PARQUET
+    return _read_csv(source, raw, options), raw, CSV
 
 
 def _read_parquet(source: str, raw: bytes) -> Any:
@@ -345,8 +348,7 @@ def load_table(
     source: str, target: str, task: str | None = None, fmt: str | None = None, options: TableOptions = TableOptions()
 ) -> Dataset:
     """Read a table and decide its features; raises TrainingError with one line for any bad input."""
-    fmt = table_format(source, fmt)
-    frame, raw = read_table(source, fmt, options)
+    frame, raw, fmt = read_table(source, table_format(source, fmt), options)
     kind = "Parquet file" if fmt == PARQUET else "CSV file"
     names = list(frame.columns)
     if target not in names:

@@ -328,9 +328,7 @@ class FeatureSchema:
                             unknown.append((index, column, value))
                     values[column] = code
                 if text:
-                    for column in self._numeric_columns:
-                        if type(values[column]) is str:
-                            values[column] = self._number_from_text(values[column], index, column, row_label)
+                    self._numbers_from_text(values, index, row_label)
             if not set(map(type, values)) <= numeric_types:
                 self._check_cells(values, row_label(index))
             try:
@@ -381,6 +379,20 @@ class FeatureSchema:
         raise InvalidInstances(
             f"{row_label(index)}[{feature.name!r}] is {described}; expected a category ({shown}) or null."
         )
+
+    def _numbers_from_text(self, values: list[Any], index: int, row_label: RowLabel) -> None:
+        """Numeric cells given as text become numbers (in place); float() first, as most cells are plain numbers."""
+        for column in self._numeric_columns:
+            cell = values[column]
+            if type(cell) is str:
+                try:
+                    number = float(cell)
+                except ValueError:
+                    values[column] = self._number_from_text(cell, index, column, row_label)
+                    continue
+                if number != number and not self.features[column].missing_allowed:
+                    self._refuse(row_label(index), column, None)
+                values[column] = number
 
     def _number_from_text(self, cell: str, index: int, column: int, row_label: RowLabel) -> float | None:
         if cell in MISSING_TOKENS:
