@@ -40,7 +40,8 @@ def main(store: str, name: str, rows_path: str, result_path: str) -> None:
     for size, repetitions in BATCHES.items():
         event = json_event("POST", "/predict", {"instances": rows[:size].tolist()})
         for _ in range(3):
-            assert app.lambda_handler(event, context)["statusCode"] == 200
+            if app.lambda_handler(event, context)["statusCode"] != 200:
+                raise RuntimeError(f"{name}: the handler did not answer 200 to {size} rows")
         samples = []
         for _ in range(repetitions):
             started = time.perf_counter()

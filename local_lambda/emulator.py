@@ -15,7 +15,7 @@ import os
 import platform
 import re
 import socket
-import subprocess
+import subprocess  # starts pip and the emulator with fixed argument lists, never a shell  # nosec B404
 import sys
 import time
 import urllib.error
@@ -65,7 +65,7 @@ def ensure_runtime(runtime_dir: Path = RUNTIME_DIR) -> Path:
     wanted = RUNTIME_REQUIREMENTS.read_text()
     if stamp.exists() and stamp.read_text() == wanted:
         return runtime_dir
-    subprocess.run(
+    subprocess.run(  # this Python's pip, this repository's requirements file  # nosec B603
         [
             sys.executable,
             "-m",
@@ -175,7 +175,8 @@ class Emulator:
             "awslambdaric",
             HANDLER,
         ]
-        self._process = subprocess.Popen(command, cwd=task_root, env=env, stdout=log, stderr=subprocess.STDOUT)
+        # The emulator binary from the aws-sam-cli wheel and this Python: no shell, no caller input.
+        self._process = subprocess.Popen(command, cwd=task_root, env=env, stdout=log, stderr=subprocess.STDOUT)  # nosec B603
         self._wait_until_listening()
 
     def _wait_until_listening(self, limit_s: float = 10) -> None:
@@ -194,7 +195,8 @@ class Emulator:
         """Invoke the function once; returns its response (or the runtime's error payload)."""
         request = urllib.request.Request(self.url, data=json.dumps(event).encode(), method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s + 10) as response:
+            # self.url is always http://127.0.0.1:PORT/..., never a caller's scheme.
+            with urllib.request.urlopen(request, timeout=self.timeout_s + 10) as response:  # nosec B310
                 return json.loads(response.read())
         except urllib.error.HTTPError as error:
             raise EmulatorError(f"The emulator answered {error.code}: {error.read()[:500]!r}") from None

@@ -158,7 +158,7 @@ class ModelCache:
         return self._clock() - self._checked_at >= self.refresh_seconds
 
     def _refresh(self) -> None:
-        assert self._current is not None
+        assert self._current is not None  # for the type checker: get() refreshes only a loaded model  # nosec B101
         self._checked_at = self._clock()
         try:
             changed = self.store.read_alias_if_changed(self.name, self.alias, self._alias_tag)
