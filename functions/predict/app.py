@@ -37,6 +37,7 @@ from lambda_forest.errors import (
     LambdaForestError,
     MethodNotAllowed,
     ModelUnavailable,
+    ResponseTooLarge,
     RouteNotFound,
 )
 from lambda_forest.features import ValidatedRows
@@ -127,13 +128,35 @@ except ImportError:
 
 
 @route("POST", "/predict")
-def predict() -> dict[str, Any]:
+def predict() -> Response:
     request = parse_predict_body(request_body(), config.max_batch_rows)
     model = models.get()
     rows = model.manifest.schema.validate(request.instances)
     record_row_quality(rows)
     result = run_prediction(model, rows.matrix, request.probabilities)
-    return predict_response(model.manifest, result, rows)
+    return json_within_lambda_limit(predict_response(model.manifest, result, rows), len(rows.matrix))
+
+
+# Lambda refuses a synchronous response over 6 MB, and API Gateway then answers a bare 502; the headers,
+# status and the escaping of the body inside the response JSON take part of it.
+LAMBDA_RESPONSE_LIMIT_BYTES = 6 * 1024 * 1024
+RESPONSE_ENVELOPE_BYTES = 2048
+
+
+def json_within_lambda_limit(body: dict[str, Any], rows: int) -> Response:
+    """`body` as a JSON response, or a 413 that says how many rows would fit when it is too large for Lambda."""
+    text = orjson.dumps(body)
+    size = len(text) + RESPONSE_ENVELOPE_BYTES
+    if size > LAMBDA_RESPONSE_LIMIT_BYTES // 2:
+        size = len(orjson.dumps(text.decode())) + RESPONSE_ENVELOPE_BYTES  # as a string in the response JSON
+    if size > LAMBDA_RESPONSE_LIMIT_BYTES:
+        fit = max(1, int(rows * (LAMBDA_RESPONSE_LIMIT_BYTES - RESPONSE_ENVELOPE_BYTES) / size))
+        smaller = ' or "probabilities": false' if "probabilities" in body else ""
+        raise ResponseTooLarge(
+            f"The answer to {rows} rows would be {size / 1e6:.1f} MB, over Lambda's 6 MB response limit; "
+            f"send at most {fit} rows per request{smaller}."
+        )
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=text.decode())
 
 
 @route("GET", "/model")

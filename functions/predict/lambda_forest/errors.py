@@ -51,6 +51,13 @@ class TooManyInstances(RequestError):
     code = "too_many_instances"
 
 
+class ResponseTooLarge(RequestError):
+    """The answer would exceed Lambda's response payload limit; the caller can ask for less."""
+
+    status = 413
+    code = "response_too_large"
+
+
 class RouteNotFound(RequestError):
     status = 404
     code = "not_found"

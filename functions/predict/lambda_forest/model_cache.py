@@ -17,12 +17,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lambda_forest.artifact import EstimatorPredictor, Predictor, load_estimator
+from lambda_forest.deadline import time_limit
 from lambda_forest.errors import InvalidArtifact, PickleNotAllowed
 from lambda_forest.manifest import Manifest
 from lambda_forest.signing import Verifier, verify_alias, verify_manifest
 from lambda_forest.store import DEFAULT_ALIAS, Alias, ModelStore
 
 logger = logging.getLogger(__name__)
+
+# Every AWS call of a load, retries included, ends within this (lambda_forest.deadline): with one attempt in
+# flight (2 s connect + 3 s read) and one back-off, a failing load answers 503 in under 15 s, inside the
+# function's 20 s timeout. An alias re-check on a warm instance gives up sooner: a good model is serving.
+LOAD_TIME_LIMIT_SECONDS = 8.0
+REFRESH_CHECK_TIME_LIMIT_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,10 @@ class ModelCache:
         self._checked_at = float("-inf")
 
     def _load_first(self) -> LoadedModel:
+        with time_limit(LOAD_TIME_LIMIT_SECONDS):
+            return self._read_and_load_first()
+
+    def _read_and_load_first(self) -> LoadedModel:
         if self.version:
             loaded = self._load(self.version)
         else:
@@ -161,13 +172,15 @@ class ModelCache:
         assert self._current is not None  # for the type checker: get() refreshes only a loaded model  # nosec B101
         self._checked_at = self._clock()
         try:
-            changed = self.store.read_alias_if_changed(self.name, self.alias, self._alias_tag)
-            if changed is None:
-                return
-            alias, tag = changed
-            self.policy.check_alias(self.name, self.alias, alias)
+            with time_limit(REFRESH_CHECK_TIME_LIMIT_SECONDS):
+                changed = self.store.read_alias_if_changed(self.name, self.alias, self._alias_tag)
+                if changed is None:
+                    return
+                alias, tag = changed
+                self.policy.check_alias(self.name, self.alias, alias)
             if alias.version != self._current.manifest.version:
-                self._current = self._load(alias.version)  # swapped only once fully loaded
+                with time_limit(LOAD_TIME_LIMIT_SECONDS):
+                    self._current = self._load(alias.version)  # swapped only once fully loaded
             self._alias_tag = tag
         except Exception as error:  # whatever failed, the last good model keeps serving
             logger.warning("alias refresh failed; still serving %s: %s", self._current.manifest.version, error)

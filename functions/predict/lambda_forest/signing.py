@@ -27,6 +27,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from lambda_forest.deadline import OutOfTime, bounded
 from lambda_forest.errors import SignatureInvalid, SigningKeyUnavailable
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ ALGORITHMS = ("ECDSA_SHA_256", "RSASSA_PSS_SHA_256", "RSASSA_PKCS1_V1_5_SHA_256"
 
 KMS_CONNECT_TIMEOUT_SECONDS = 2
 KMS_READ_TIMEOUT_SECONDS = 3
-KMS_MAX_ATTEMPTS = 3
+KMS_MAX_ATTEMPTS = 3  # in all, the first included
 
 
 @dataclass(frozen=True)
@@ -131,9 +132,9 @@ def make_kms_client() -> BaseClient:
     config = Config(
         connect_timeout=KMS_CONNECT_TIMEOUT_SECONDS,
         read_timeout=KMS_READ_TIMEOUT_SECONDS,
-        retries={"mode": "standard", "max_attempts": KMS_MAX_ATTEMPTS},
+        retries={"mode": "standard", "total_max_attempts": KMS_MAX_ATTEMPTS},
     )
-    return boto3.client("kms", config=config)
+    return bounded(boto3.client("kms", config=config))
 
 
 class _Kms:
@@ -163,6 +164,8 @@ class _Kms:
                     detail=detail,
                 ) from None
             raise SigningKeyUnavailable("The model signing key cannot be used now.", detail=detail) from None
+        except OutOfTime as exc:
+            raise SigningKeyUnavailable("The model signing key did not answer in time.", detail=str(exc)) from None
         except BotoCoreError as exc:
             raise SigningKeyUnavailable(
                 "The model signing key cannot be reached.", detail=f"KMS {operation}: {type(exc).__name__}: {exc}"

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lambda_forest.deadline import OutOfTime, bounded
 from lambda_forest.errors import (
     AliasMoved,
     ConfigError,
@@ -47,10 +48,11 @@ DEFAULT_ALIAS = "live"
 # Names become path segments and S3 keys: keep them to a safe alphabet so nothing escapes its prefix.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
-# Timeouts well under API Gateway's 29 s; standard retries back off and retry throttles and 5xx.
+# Per attempt: connect, and the longest wait for the next bytes (not the whole transfer). Standard retries
+# back off and retry throttles, 5xx and timeouts; a model load bounds the whole (lambda_forest.deadline).
 S3_CONNECT_TIMEOUT_SECONDS = 2
-S3_READ_TIMEOUT_SECONDS = 10
-S3_MAX_ATTEMPTS = 3
+S3_READ_TIMEOUT_SECONDS = 3
+S3_MAX_ATTEMPTS = 3  # in all, the first included (botocore: total_max_attempts)
 
 
 def check_name(kind: str, value: str) -> str:
@@ -449,6 +451,8 @@ class _S3Errors:
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
         where = f"{self.store.uri}/{self.key}"
+        if isinstance(exc, OutOfTime):
+            raise StoreUnreachable("The model store did not answer in time.", detail=f"{where}: {exc}") from None
         if isinstance(exc, ClientError):
             error = exc.response.get("Error", {})
             code = str(error.get("Code", ""))
@@ -494,9 +498,9 @@ def make_s3_client() -> BaseClient:
     config = Config(
         connect_timeout=S3_CONNECT_TIMEOUT_SECONDS,
         read_timeout=S3_READ_TIMEOUT_SECONDS,
-        retries={"mode": "standard", "max_attempts": S3_MAX_ATTEMPTS},
+        retries={"mode": "standard", "total_max_attempts": S3_MAX_ATTEMPTS},
     )
-    return boto3.client("s3", config=config)
+    return bounded(boto3.client("s3", config=config))
 
 
 def open_store(uri: str) -> ModelStore:
