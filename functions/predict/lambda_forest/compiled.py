@@ -226,7 +226,7 @@ class CompiledForest:
         averaged = self.mean_output(rows)
         if not self.classify:
             return Prediction(averaged.tolist())
-        assert self.classes is not None  # for the type checker: a classifier always has classes  # nosec B101
+        assert self.classes is not None
         labels = self.classes.take(np.argmax(averaged, axis=1))
         return Prediction(labels.tolist(), averaged.tolist() if with_probabilities else None)
 
@@ -247,7 +247,7 @@ def read_npz(data: bytes) -> dict[str, np.ndarray]:
 
 def load_compiled(manifest: Manifest, data: bytes) -> CompiledForest:
     """Verify `forest.npz` against the manifest, then read it (never unpickling anything)."""
-    assert manifest.compiled is not None  # for the type checker: callers check it first  # nosec B101
+    assert manifest.compiled is not None
     verify(manifest.compiled, data)
     arrays = read_npz(data)
     forest = CompiledForest(arrays, manifest.classes)

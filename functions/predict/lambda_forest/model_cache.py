@@ -169,7 +169,7 @@ class ModelCache:
         return self._clock() - self._checked_at >= self.refresh_seconds
 
     def _refresh(self) -> None:
-        assert self._current is not None  # for the type checker: get() refreshes only a loaded model  # nosec B101
+        assert self._current is not None
         self._checked_at = self._clock()
         try:
             with time_limit(REFRESH_CHECK_TIME_LIMIT_SECONDS):
