@@ -13,7 +13,7 @@ import json
 import os
 import platform
 import statistics
-import subprocess  # runs this repository's own benchmark module with sys.executable  # nosec B404
+import subprocess
 import sys
 import tempfile
 import time

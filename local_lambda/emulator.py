@@ -15,7 +15,7 @@ import os
 import platform
 import re
 import socket
-import subprocess  # starts pip and the emulator with fixed argument lists, never a shell  # nosec B404
+import subprocess
 import sys
 import time
 import urllib.error
