@@ -12,6 +12,10 @@ PORT ?= 3000
 # The front door `make serve` emulates: rest, http or url (template.yaml's ApiType).
 API_TYPE ?= rest
 ARCH := $(if $(filter aarch64 arm64,$(shell uname -m)),arm64,x86_64)
+ZIG_CC := $(PY) -m ziglang cc
+include layers/native.mk
+# The native walker for this machine, beside its source: training verifies it at publish, tests use it.
+NATIVE_HOST := functions/predict/lambda_forest/$(NATIVE_LIBRARY)
 
 export SAM_CLI_TELEMETRY := 0
 # sam build runs the Makefiles with this PATH, so they find python3.13 in the venv.
@@ -21,9 +25,14 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 FUNCTION_PYTHON := $(shell for p in $(HOME)/.pyenv/versions/$(PYTHON_VERSION).*/bin/python$(PYTHON_VERSION) \
 	$$(command -v python$(PYTHON_VERSION)); do "$$p" -c "" 2>/dev/null && { echo "$$p"; break; }; done)
 
-.PHONY: setup model build serve invoke test lint bench clean
+.PHONY: setup native model build serve invoke test lint bench clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed native
+
+native: $(NATIVE_HOST)
+
+$(NATIVE_HOST): $(NATIVE_SOURCE) layers/native.mk $(VENV)/.installed
+	$(call native_build,$(if $(filter arm64,$(ARCH)),aarch64,x86_64),$@)
 
 $(VENV)/.installed: requirements/*.txt pyproject.toml
 	@test -n "$(FUNCTION_PYTHON)" || { echo "Python $(PYTHON_VERSION) not found: install it (pyenv install $(PYTHON_VERSION))"; exit 1; }
@@ -59,4 +68,4 @@ bench: setup
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf .aws-sam
+	rm -rf .aws-sam $(NATIVE_HOST)

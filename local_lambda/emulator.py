@@ -154,6 +154,8 @@ class Emulator:
             "TZ": ":UTC",
             "LAMBDA_TASK_ROOT": str(task_root),
             "PYTHONPATH": os.pathsep.join(map(str, (task_root, layer, runtime))),
+            # Lambda's own order (/var/task, /var/task/lib, /opt/lib): the native walker is in the layer's lib/.
+            "LD_LIBRARY_PATH": os.pathsep.join(map(str, (task_root, task_root / "lib", layer.parent / "lib"))),
             "AWS_LAMBDA_FUNCTION_NAME": "lambda-forest-predict",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(self.memory_mb),
             "AWS_LAMBDA_FUNCTION_TIMEOUT": str(self.timeout_s),

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from lambda_forest.front_doors import FRONT_DOORS, REST_API
+from lambda_forest.native import LIBRARY_FILE
 from local_lambda.emulator import Emulator, host_architecture, layer_dir, local_environment
 from local_lambda.http_api import make_server
 from tests.conftest import EVENTS, free_port, load_event, publish_model
@@ -88,8 +89,10 @@ def test_lean_layer_serves_a_compiled_model_and_refuses_one_without(
     publish_model(iris_store, trained_iris, name="iris-joblib", compile=False)
     with Emulator(local_environment(iris_store.uri, "iris"), build_dir=build_dir, lean=True) as lean:
         response = lean.invoke(load_event("predict.json"))
+        logs = lean.logs()
     assert response["statusCode"] == 200
     assert json.loads(response["body"])["predictions"] == ["setosa", "virginica"]
+    assert '"walk":"native"' in logs
     pickles = local_environment(iris_store.uri, "iris-joblib", ALLOW_PICKLE="true")
     with Emulator(pickles, build_dir=build_dir, lean=True) as lean:
         response = lean.invoke(load_event("predict.json"))
@@ -105,6 +108,15 @@ def test_full_layer_unpickles_only_with_allow_pickle(build_dir: Path, iris_store
             response = running.invoke(load_event("predict.json"))
         assert response["statusCode"] == status, response
     assert json.loads(response["body"])["predictions"] == ["setosa", "virginica"]
+
+
+def test_every_layer_carries_the_native_walker_for_its_architecture(build_dir: Path) -> None:
+    machine = {"x86_64": b"\x3e\x00", "arm64": b"\xb7\x00"}  # ELF e_machine: EM_X86_64, EM_AARCH64
+    for layers in (LAYERS, LEAN_LAYERS):
+        layer = build_dir / layers[host_architecture()]
+        library = (layer / "lib" / LIBRARY_FILE).read_bytes()
+        assert library[:4] == b"\x7fELF" and library[18:20] == machine[host_architecture()]
+    assert not list((build_dir / "PredictFunction").rglob("*.so"))  # the function never ships this host's build
 
 
 def test_layer_pins_the_versions_training_uses(build_dir: Path) -> None:
@@ -139,6 +151,7 @@ def test_emulated_predictions_equal_the_estimators(emulator: Emulator, trained_i
     body = json.loads(emulator.invoke(event)["body"])
     assert body["predictions"] == trained_iris.estimator.predict(rows).tolist()
     assert np.array_equal(np.array(body["probabilities"]), trained_iris.estimator.predict_proba(rows))
+    assert '"walk":"native"' in emulator.logs()  # the layer's walker, found on LD_LIBRARY_PATH as on Lambda
 
 
 def http(

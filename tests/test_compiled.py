@@ -31,10 +31,13 @@ def compiled(estimator: Any) -> CompiledForest:
 
 
 def assert_same_answers(estimator: Any, forest: CompiledForest, rows: np.ndarray) -> None:
-    result = forest.predict(rows, with_probabilities=True)
-    assert result.predictions == estimator.predict(rows).tolist()
-    if hasattr(estimator, "classes_"):
-        assert np.array_equal(np.array(result.probabilities), estimator.predict_proba(rows))
+    """Every walk that can serve (native and numpy here) answers exactly as the estimator."""
+    assert forest.walks == ["native", "numpy"]
+    for walk in forest.walks:
+        result = forest.predict(rows, with_probabilities=True, walk=walk)
+        assert result.predictions == estimator.predict(rows).tolist(), walk
+        if hasattr(estimator, "classes_"):
+            assert np.array_equal(np.array(result.probabilities), estimator.predict_proba(rows)), walk
 
 
 @pytest.mark.parametrize("dataset", sorted(DATASETS))
@@ -69,11 +72,11 @@ def test_missing_values_follow_scikit_learns_routes() -> None:
     assert_same_answers(estimator, forest, np.repeat(X, 20, axis=0))  # the tree-by-tree walk too
 
 
-def test_publishing_refuses_a_compiled_forest_that_differs(trained_iris: Any, monkeypatch: Any) -> None:
-    forest = compiled(trained_iris.estimator)
-    forest.value = forest.value.copy()
-    forest.value[forest.value > 0] += 1e-9  # off by far less than any probability shown
-    with pytest.raises(TrainingError, match="compiled forest disagrees"):
+def test_publishing_refuses_a_compiled_forest_that_differs(trained_iris: Any) -> None:
+    arrays = compile_forest(trained_iris.estimator)
+    arrays["value"][arrays["value"] > 0] += 1e-9  # off by far less than any probability shown
+    forest = CompiledForest(read_npz(to_npz(arrays)), trained_iris.estimator.classes_.tolist())
+    with pytest.raises(TrainingError, match="compiled forest's native walk disagrees"):
         verify_compiled(trained_iris.estimator, forest, trained_iris.holdout_X)
 
 

@@ -202,7 +202,7 @@ def command_train(args: argparse.Namespace, store: ModelStore) -> int:
         say(f"error: hold-out {metric} {score:.4f} is below --min-score {args.min_score}; nothing was published.")
         return EXIT_QUALITY_GATE
     say("packaging the artifact" + (" and verifying the compiled forest against the estimator" if args.compile else ""))
-    manifest, files = build_artifact(name, model, compile=args.compile)
+    manifest, files = build_artifact(name, model, compile=args.compile, progress=say)
     signer = KmsSigner(args.sign_key) if args.sign_key else None
     say(f"publishing {name} {manifest.version} to {store.uri}" + (f", signed with {args.sign_key}" if signer else ""))
     publish(store, manifest, files, signer)

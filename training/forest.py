@@ -219,11 +219,14 @@ def evaluate(estimator: Any, X: np.ndarray, y: np.ndarray, classify: bool) -> di
     return scores
 
 
-def build_artifact(name: str, model: TrainedModel, compile: bool = True) -> tuple[Manifest, dict[str, bytes]]:
+def build_artifact(
+    name: str, model: TrainedModel, compile: bool = True, progress: Progress = lambda _: None
+) -> tuple[Manifest, dict[str, bytes]]:
     """The manifest and the files of a new version, ready to publish.
 
-    With `compile`, the version also carries `forest.npz`, served without scikit-learn; it is checked
-    against `model.joblib` first (raw rows in, encoding included) and refused if any answer differs.
+    With `compile`, the version also carries `forest.npz`, served without scikit-learn; every walk that
+    can serve it here (native, numpy) is checked against `model.joblib` first (raw rows in, encoding
+    included) and refused if any answer differs.
     """
     check_name("model name", name)
     model_bytes = serialize_estimator(model.estimator)
@@ -234,7 +237,11 @@ def build_artifact(name: str, model: TrainedModel, compile: bool = True) -> tupl
     compiled = None
     if compile:
         npz = to_npz(with_categories(compile_forest(model.forest), data.features))
-        verify_compiled(model.estimator, CompiledForest(read_npz(npz), classes), model.holdout_X, data.features)
+        forest = CompiledForest(read_npz(npz), classes)
+        walks = verify_compiled(model.estimator, forest, model.holdout_X, data.features)
+        progress(f"verified the {' and '.join(walks)} walks")
+        if forest.native is None:
+            progress(f"warning: the native walk was not verified: {forest.native_unavailable} (`make setup` builds it)")
         files[COMPILED_FILE] = npz
         compiled = FileEntry(file=COMPILED_FILE, sha256=sha256(npz), bytes=len(npz))
     assert data.report is not None
@@ -376,8 +383,9 @@ def verification_rows(estimator: Any, schema: FeatureSchema, base: list[list[Any
 
 def verify_compiled(
     estimator: Any, forest: CompiledForest, holdout_X: Any, schema: FeatureSchema | None = None
-) -> None:
-    """Refuse a compiled forest whose answers differ from model.joblib's on raw rows.
+) -> list[str]:
+    """Refuse a compiled forest if any walk that can serve it (native, numpy) answers otherwise than
+    model.joblib on raw rows; returns the walks checked.
 
     The rows are the hold-out set, rows on split thresholds, every category, an unknown category and
     missing values; the compiled side reads them as the function does (`FeatureSchema.validate`), the
@@ -393,15 +401,19 @@ def verify_compiled(
         expected = estimator.predict_proba(table) if forest.classify else estimator.predict(table)
     finally:
         tree_forest.n_jobs = n_jobs
-    result = forest.predict(schema.validate(rows).matrix, with_probabilities=True)
-    actual = np.asarray(result.probabilities if forest.classify else result.predictions)
-    worst = float(np.max(np.abs(actual - expected)))
-    if result.predictions != expected_predictions or worst > COMPILED_TOLERANCE:
-        mismatched = sum(a != b for a, b in zip(result.predictions, expected_predictions, strict=True))
-        raise TrainingError(
-            f"The compiled forest disagrees with the estimator ({mismatched} of {len(rows)} predictions differ, "
-            f"largest value difference {worst:.3g}); nothing was published. Publish without it: --no-compile."
-        )
+    matrix = schema.validate(rows).matrix
+    for walk in forest.walks:
+        result = forest.predict(matrix, with_probabilities=True, walk=walk)
+        actual = np.asarray(result.probabilities if forest.classify else result.predictions)
+        worst = float(np.max(np.abs(actual - expected)))
+        if result.predictions != expected_predictions or worst > COMPILED_TOLERANCE:
+            mismatched = sum(a != b for a, b in zip(result.predictions, expected_predictions, strict=True))
+            raise TrainingError(
+                f"The compiled forest's {walk} walk disagrees with the estimator ({mismatched} of {len(rows)} "
+                f"predictions differ, largest value difference {worst:.3g}); nothing was published. "
+                "Publish without it: --no-compile."
+            )
+    return forest.walks
 
 
 def publish(store: ModelStore, manifest: Manifest, files: dict[str, bytes], signer: Signer | None = None) -> None:

@@ -75,7 +75,16 @@ def route[F: Callable[..., Any]](method: str, path: str) -> Callable[[F], F]:
 
 def record_load(loaded: LoadedModel) -> None:
     metrics.add_metric(name="ModelLoadTime", unit=MetricUnit.Milliseconds, value=loaded.load_seconds * 1000)
-    logger.info("model loaded", extra={"model": loaded.identity, "load_ms": round(loaded.load_seconds * 1000, 1)})
+    walk = getattr(loaded.predictor, "walk", "scikit-learn")  # a compiled forest's walk: native or numpy
+    logger.info(
+        "model loaded",
+        extra={"model": loaded.identity, "load_ms": round(loaded.load_seconds * 1000, 1), "walk": walk},
+    )
+    if native_unavailable := getattr(loaded.predictor, "native_unavailable", None):
+        metrics.add_metric(name="NativeWalkUnavailable", unit=MetricUnit.Count, value=1)
+        logger.warning(
+            "the native walker could not be loaded; the numpy walk serves", extra={"reason": native_unavailable}
+        )
 
 
 def record_refresh_failure(error: Exception) -> None:

@@ -10,8 +10,11 @@ It reproduces scikit-learn's arithmetic step for step, so its answers are the es
 - per-tree outputs are summed in tree order (`np.add.accumulate` is strictly sequential, like the
   forest's loop) and divided by the number of trees.
 
-Small batches walk all trees at once, level by level (few numpy calls); large batches walk one tree at a
-time (each tree's arrays stay in cache), dropping rows from the walk once they reach a leaf.
+Two walks over the same arrays give the same answers: the native walker (`forest_walk.c`, see
+`lambda_forest.native`), which serves whenever its library loads, and the numpy walk, which serves when it
+does not. The numpy walk takes small batches through all trees at once, level by level (few numpy
+calls), and large batches one tree at a time (each tree's arrays stay in cache), dropping rows from the
+walk once they reach a leaf.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from lambda_forest.artifact import Prediction, verify
 from lambda_forest.errors import InvalidArtifact
 from lambda_forest.features import FeatureSchema
 from lambda_forest.manifest import Manifest
+from lambda_forest.native import native_walk
 
 COMPILED_FILE = "forest.npz"
 COMPILED_FORMAT = 1
@@ -47,6 +51,7 @@ ARRAYS = {
     "value",
 }
 COMPACT_EVERY = 8  # levels between dropping rows that reached a leaf
+NATIVE, NUMPY = "native", "numpy"  # the walks
 
 
 def compile_forest(estimator: Any) -> dict[str, np.ndarray]:
@@ -128,9 +133,12 @@ class CompiledForest:
 
     Walks address nodes by slot (2 x node id): `next_slot[slot + went_left]` is the next node's slot,
     so a level costs one add instead of a multiply and an add; the per-node arrays are laid out by slot.
+
+    `walk` is the walk that serves (`native` unless its library cannot be loaded, or `native=False`);
+    `native_unavailable` says why the native walk does not serve.
     """
 
-    def __init__(self, arrays: dict[str, np.ndarray], classes: list[Any] | None) -> None:
+    def __init__(self, arrays: dict[str, np.ndarray], classes: list[Any] | None, native: bool = True) -> None:
         self.classify = bool(arrays["classify"])
         self.n_features = int(arrays["n_features"])
         self.n_trees = int(arrays["n_trees"])
@@ -145,6 +153,18 @@ class CompiledForest:
         self.feature = np.repeat(arrays["feature"], 2)
         self.threshold = np.repeat(arrays["threshold"], 2)
         self.missing_left = np.repeat(arrays["missing_left"], 2)
+        self.native, self.native_unavailable = (
+            native_walk(arrays, self.n_trees, self.n_features) if native else (None, "turned off")
+        )
+
+    @property
+    def walk(self) -> str:
+        return NATIVE if self.native is not None else NUMPY
+
+    @property
+    def walks(self) -> list[str]:
+        """The walks that can serve this forest here (every one gives the same answers)."""
+        return [NATIVE, NUMPY] if self.native is not None else [NUMPY]
 
     def _walk_all_trees(self, X: np.ndarray, missing: bool) -> np.ndarray:
         """Every row down every tree at once, level by level: few numpy calls, for small batches."""
@@ -201,12 +221,21 @@ class CompiledForest:
         leaves[rows[:active]] = slots[:active]
         return leaves >> 1
 
-    def mean_output(self, rows: np.ndarray) -> np.ndarray:
+    def mean_output(self, rows: np.ndarray, walk: str | None = None) -> np.ndarray:
         """What `predict_proba` (classifier) or `predict` (regressor) returns for these rows.
 
         Per-tree values are summed in tree order, as scikit-learn's forest sums them, then divided.
+        `walk` picks one of `walks`; by default the native walk when it can serve.
         """
         X = np.ascontiguousarray(rows, dtype=np.float32)
+        walk = walk or self.walk
+        if walk == NATIVE:
+            if self.native is None:
+                raise ValueError(f"the native walk cannot serve: {self.native_unavailable}")
+            return self.native.mean_output(X)
+        return self._numpy_mean_output(X)
+
+    def _numpy_mean_output(self, X: np.ndarray) -> np.ndarray:
         missing = bool(np.isnan(X).any())
         if X.shape[0] * self.n_trees <= ALL_TREES_MAX_PAIRS:
             leaves = self._walk_all_trees(X, missing)  # (rows, trees)
@@ -220,10 +249,10 @@ class CompiledForest:
         total /= self.n_trees
         return total
 
-    def predict(self, rows: np.ndarray, with_probabilities: bool) -> Prediction:
+    def predict(self, rows: np.ndarray, with_probabilities: bool, walk: str | None = None) -> Prediction:
         if rows.shape[1] != self.n_features:
             raise ValueError(f"expected {self.n_features} features, got {rows.shape[1]}")
-        averaged = self.mean_output(rows)
+        averaged = self.mean_output(rows, walk)
         if not self.classify:
             return Prediction(averaged.tolist())
         assert self.classes is not None

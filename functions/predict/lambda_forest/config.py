@@ -10,6 +10,16 @@ from dataclasses import dataclass
 from lambda_forest.errors import ConfigError
 from lambda_forest.store import DEFAULT_ALIAS, check_name
 
+# Lambda gives a function CPU time in proportion to its memory: one vCPU's worth at 1,769 MB.
+LAMBDA_MB_PER_VCPU = 1769
+
+
+def vcpu_share(environ: Mapping[str, str] = os.environ) -> float | None:
+    """The vCPUs' worth of CPU time Lambda's memory setting buys (AWS_LAMBDA_FUNCTION_MEMORY_SIZE), or
+    None outside Lambda. Lambda shows two vCPUs or more at any size; below 1,769 MB they share one's time."""
+    raw = environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "").strip()
+    return int(raw) / LAMBDA_MB_PER_VCPU if raw.isdigit() and int(raw) > 0 else None
+
 
 def default_store(environ: Mapping[str, str] = os.environ) -> str:
     """The store the command-line tools use without --store: $LAMBDA_FOREST_STORE, else ./model-store."""

@@ -1,0 +1,141 @@
+"""The native walker (`forest_walk.c`) over a compiled forest's arrays, through ctypes.
+
+The library is built for the target by the layers' Makefile (it lands in the layer's `lib/`, which Lambda
+puts on `LD_LIBRARY_PATH` as /opt/lib) and for this machine by `make setup` (next to this file). When it
+cannot be loaded, `load_library()` says why and the numpy walk serves instead; the answers are the same.
+
+Python owns every array the walker reads or writes; the C side keeps nothing between calls.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lambda_forest.config import vcpu_share
+
+LIBRARY_FILE = "liblambda_forest_walk.so"
+ABI_VERSION = 1  # LF_ABI_VERSION in forest_walk.c
+# Batches with fewer (row, tree) pairs than this per thread walk on one thread: a thread's start and join
+# (tens of microseconds) would cost more than it saves. Measured in benchmarks (see README).
+PAIRS_PER_THREAD = 20_000
+
+
+class _Forest(ctypes.Structure):
+    """`lf_forest` in forest_walk.c."""
+
+    _fields_ = (
+        ("n_trees", ctypes.c_int32),
+        ("n_features", ctypes.c_int32),
+        ("n_outputs", ctypes.c_int32),
+        ("roots", ctypes.c_void_p),
+        ("depths", ctypes.c_void_p),
+        ("children", ctypes.c_void_p),
+        ("feature", ctypes.c_void_p),
+        ("threshold", ctypes.c_void_p),
+        ("missing_left", ctypes.c_void_p),
+        ("value", ctypes.c_void_p),
+    )
+
+
+@dataclass(frozen=True)
+class Library:
+    """The loaded walker, or why there is none."""
+
+    cdll: ctypes.CDLL | None
+    reason: str | None = None
+
+
+def candidates() -> list[str]:
+    """Where the library may be: beside this module (a development build), then the loader's search
+    path (LD_LIBRARY_PATH: /opt/lib on Lambda, the layer's lib/ under the local emulator)."""
+    return [str(Path(__file__).with_name(LIBRARY_FILE)), LIBRARY_FILE]
+
+
+@functools.cache
+def load_library() -> Library:
+    """Load the walker once per process; a failure is remembered with its reason."""
+    failures = []
+    for candidate in candidates():
+        if "/" in candidate and not Path(candidate).exists():
+            continue
+        try:
+            cdll = ctypes.CDLL(candidate)
+        except OSError as error:
+            failures.append(str(error))
+            continue
+        version = cdll.lf_abi_version()
+        if version != ABI_VERSION:
+            failures.append(f"{candidate} has ABI version {version}, this code needs {ABI_VERSION}")
+            continue
+        cdll.lf_predict.argtypes = (
+            ctypes.POINTER(_Forest),
+            ctypes.c_void_p,
+            ctypes.c_int64,
+            ctypes.c_void_p,
+            ctypes.c_int,
+        )
+        cdll.lf_predict.restype = None
+        return Library(cdll)
+    return Library(None, "; ".join(failures) or f"{LIBRARY_FILE} was not found")
+
+
+@functools.cache
+def usable_cpus() -> int:
+    """CPUs this process may run on, capped by the CPU time Lambda's memory setting buys."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    share = vcpu_share()
+    return max(1, min(cpus, math.ceil(share))) if share is not None else max(1, cpus)
+
+
+class NativeWalk:
+    """The walker bound to one compiled forest's arrays (kept alive here while the C side reads them)."""
+
+    def __init__(self, library: ctypes.CDLL, arrays: dict[str, np.ndarray], n_trees: int, n_features: int) -> None:
+        self._predict = library.lf_predict
+        self.n_features = n_features
+        self.value = np.ascontiguousarray(arrays["value"], dtype=np.float64)
+        self.n_outputs = 1 if self.value.ndim == 1 else self.value.shape[1]
+        self._arrays = {
+            "roots": np.ascontiguousarray(arrays["roots"], dtype=np.int32),
+            "depths": np.ascontiguousarray(arrays["depths"], dtype=np.int32),
+            "children": np.ascontiguousarray(arrays["children"], dtype=np.int32),
+            "feature": np.ascontiguousarray(arrays["feature"], dtype=np.int32),
+            "threshold": np.ascontiguousarray(arrays["threshold"], dtype=np.float32),
+            "missing_left": np.ascontiguousarray(arrays["missing_left"], dtype=np.uint8),
+            "value": self.value,
+        }
+        self._forest = _Forest(
+            n_trees, n_features, self.n_outputs, **{name: array.ctypes.data for name, array in self._arrays.items()}
+        )
+        self.n_trees = n_trees
+
+    def threads_for(self, n_rows: int) -> int:
+        return max(1, min(usable_cpus(), n_rows * self.n_trees // PAIRS_PER_THREAD))
+
+    def mean_output(self, X: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """The per-tree values of float32 rows `X`, summed in tree order, divided by the number of trees."""
+        assert X.dtype == np.float32 and X.flags.c_contiguous and X.shape[1] == self.n_features
+        out = np.empty((X.shape[0], *self.value.shape[1:]), dtype=np.float64)
+        n_threads = self.threads_for(X.shape[0]) if threads is None else threads
+        self._predict(ctypes.byref(self._forest), X.ctypes.data, X.shape[0], out.ctypes.data, n_threads)
+        return out
+
+
+def native_walk(arrays: dict[str, np.ndarray], n_trees: int, n_features: int) -> tuple[NativeWalk | None, str | None]:
+    """The native walk over these arrays, or None and the reason it cannot serve them."""
+    library = load_library()
+    if library.cdll is None:
+        return None, library.reason
+    if arrays["children"].dtype != np.int32:
+        return None, "the forest has too many nodes for 32-bit node ids"
+    return NativeWalk(library.cdll, arrays, n_trees, n_features), None
