@@ -69,6 +69,18 @@ def trained_diabetes() -> Any:
     return train(load_builtin("diabetes"), ForestParams(n_estimators=10, n_jobs=1), progress=lambda _: None)
 
 
+def with_missing_values(rows: int, features: int, trees: int) -> tuple[Any, Any]:
+    """A classifier fitted on data with 20% missing values (NaN), and that data."""
+    import numpy as np
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(rows, features))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    X[rng.random(X.shape) < 0.2] = np.nan
+    return RandomForestClassifier(n_estimators=trees, random_state=0).fit(X, y), X
+
+
 # Stores.
 
 

@@ -14,7 +14,7 @@ from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
 from lambda_forest.compiled import CompiledForest, compile_forest, read_npz, to_npz
 from lambda_forest.errors import TrainingError
-from tests.conftest import EVENTS, ROOT, publish_model
+from tests.conftest import EVENTS, ROOT, publish_model, with_missing_values
 from training.forest import threshold_rows, verify_compiled
 
 DATASETS = {
@@ -62,11 +62,7 @@ def test_large_batches_take_the_tree_by_tree_path_with_the_same_answers() -> Non
 
 
 def test_missing_values_follow_scikit_learns_routes() -> None:
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(400, 5))
-    y = (X[:, 0] + X[:, 1] > 0).astype(int)
-    X[rng.random(X.shape) < 0.2] = np.nan
-    estimator = RandomForestClassifier(n_estimators=10, random_state=0).fit(X, y)
+    estimator, X = with_missing_values(rows=400, features=5, trees=10)
     forest = compiled(estimator)
     assert_same_answers(estimator, forest, X)
     assert_same_answers(estimator, forest, np.repeat(X, 20, axis=0))  # the tree-by-tree walk too

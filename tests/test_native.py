@@ -11,19 +11,15 @@ from sklearn.datasets import load_diabetes, load_iris, make_classification
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
 from lambda_forest import native
-from lambda_forest.compiled import NATIVE, NUMPY, CompiledForest, compile_forest, read_npz, to_npz
+from lambda_forest.compiled import NATIVE, NUMPY, CompiledForest
 from lambda_forest.config import vcpu_share
 from lambda_forest.errors import TrainingError
-from tests.conftest import load_event, publish_model
+from tests.conftest import load_event, publish_model, with_missing_values
+from tests.test_compiled import compiled
 from training.forest import verify_compiled
 
 LOCKSTEP = 16  # forest_walk.c: rows walked together through a tree
 CHUNK_BYTES = 1 << 20  # forest_walk.c: rows walked through every tree before the next
-
-
-def compiled(estimator: Any) -> CompiledForest:
-    classes = estimator.classes_.tolist() if hasattr(estimator, "classes_") else None
-    return CompiledForest(read_npz(to_npz(compile_forest(estimator))), classes)
 
 
 def expected(estimator: Any, rows: np.ndarray) -> np.ndarray:
@@ -89,11 +85,7 @@ def test_regressors_are_exact(max_depth: int | None) -> None:
 
 
 def test_missing_values_follow_scikit_learns_routes() -> None:
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(600, 6))
-    y = (X[:, 0] + X[:, 1] > 0).astype(int)
-    X[rng.random(X.shape) < 0.2] = np.nan
-    estimator = RandomForestClassifier(n_estimators=12, random_state=0).fit(X, y)
+    estimator, X = with_missing_values(rows=600, features=6, trees=12)
     forest = compiled(estimator)
     rows = X.copy()
     rows[: len(rows) // 2] = np.nan_to_num(rows[: len(rows) // 2])  # one thread's rows without NaN, one with
