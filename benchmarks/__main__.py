@@ -164,6 +164,15 @@ def report(models: list[BenchModel], rows: list[dict[str, Any]]) -> None:
             f"10k rows, model alone {co['model_10k_ms'] / sk['model_10k_ms']:.2f}x the time [<= 1x]; "
             f"handler 10k {co['handler_ms']['10000']['p50'] / sk['handler_ms']['10000']['p50']:.2f}x"
         )
+    print("\nCapture (CAPTURE_SAMPLE_RATE=1; the line goes to stdout, as in Lambda) [< 0.1 ms at 1 row]:")
+    for r in rows:
+        if "capture" in r:
+            c = r["capture"]
+            print(
+                f"- {r['model']} {r['path']}: the capture alone {c['capture_1_us']:.0f} us at 1 row, "
+                f"{c['capture_100_us']:.0f} us at 100 rows; 1-row handler p50 {c['handler_1_ms']['on']:.3f} ms "
+                f"with capture, {c['handler_1_ms']['off']:.3f} ms without"
+            )
     print("\nSizes:")
     print(
         f"- layers (this architecture): full {size_mb(layer_dir(BUILD_DIR)):.1f} MB, "

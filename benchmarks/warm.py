@@ -29,6 +29,40 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
+def capture_cost(app: Any, rows: np.ndarray, context: Any) -> dict[str, Any]:
+    """What capturing costs a request: the capture alone (1 and 100 rows), and the 1-row handler with and
+    without it, interleaved so both see the same machine. The line goes to stdout, as in Lambda."""
+    from local_lambda.events import json_event
+
+    capturer = app.capturer
+    features = app.models.get().manifest.feature_names
+    figures: dict[str, Any] = {}
+    for size in (1, 100):
+        instances = rows[:size].tolist()
+        response = json.loads(
+            app.lambda_handler(json_event("POST", "/predict", {"instances": instances}), context)["body"]
+        )
+        samples = []
+        for _ in range(500):
+            started = time.perf_counter()
+            capturer.capture(
+                request_id=response["request_id"], response=response, features=features, instances=instances
+            )
+            samples.append((time.perf_counter() - started) * 1e6)
+        figures[f"capture_{size}_us"] = statistics.median(samples)
+    event = json_event("POST", "/predict", {"instances": rows[:1].tolist()})
+    timings: dict[bool, list[float]] = {False: [], True: []}
+    rate = capturer.sample_rate
+    for index in range(600):
+        capturer.sample_rate = float(index % 2)
+        started = time.perf_counter()
+        app.lambda_handler(event, context)
+        timings[bool(index % 2)].append((time.perf_counter() - started) * 1000)
+    capturer.sample_rate = rate
+    figures["handler_1_ms"] = {"off": statistics.median(timings[False]), "on": statistics.median(timings[True])}
+    return figures
+
+
 def main(store: str, name: str, rows_path: str, result_path: str) -> None:
     # ALLOW_PICKLE: the sklearn path's versions have no compiled forest
     app = import_function(store, name, ALLOW_PICKLE="true")
@@ -48,6 +82,8 @@ def main(store: str, name: str, rows_path: str, result_path: str) -> None:
             app.lambda_handler(event, context)
             samples.append((time.perf_counter() - started) * 1000)
         result["handler_ms"][size] = {"p50": statistics.median(samples), "p99": percentile(samples, 0.99)}
+
+    result["capture"] = capture_cost(app, rows, context)
 
     predictor = app.models.get().predictor
     batch = rows[:10_000]

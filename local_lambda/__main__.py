@@ -3,6 +3,9 @@
 python -m local_lambda invoke events/predict.json   # the twin of `sam local invoke PredictFunction -e ...`
 python -m local_lambda serve                        # the twin of `sam local start-api`, on 127.0.0.1:3000
 python -m local_lambda serve --api-type url         # ... behind a function URL (or `http`: an HTTP API)
+
+Captured predictions and labels (CAPTURE_SAMPLE_RATE, 1 here unless --capture-sample-rate says otherwise)
+land in the store's captures/ and labels/, as the subscription filters and Firehose put them there in AWS.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ import sys
 from pathlib import Path
 
 from lambda_forest.config import default_store
+from lambda_forest.errors import LambdaForestError
 from lambda_forest.front_doors import FRONT_DOORS, FUNCTION_URL, HTTP_API, REST_API
+from lambda_forest.store import open_store
 from local_lambda.emulator import BUILD_DIR, Emulator, EmulatorError, local_environment
 from local_lambda.http_api import make_server
+from local_lambda.shipper import RecordShipper
 
 DOOR_NAMES = {REST_API: "a REST API", HTTP_API: "an HTTP API", FUNCTION_URL: "a function URL"}
 CURL_EXAMPLE = """\
@@ -25,8 +31,14 @@ lambda-forest is serving {name} on http://{host}:{port} behind {door} (Ctrl-C st
   curl -s http://{host}:{port}/health
   curl -s http://{host}:{port}/model
   curl -s -X POST http://{host}:{port}/predict -H 'Content-Type: application/json' \\
-       -d '{{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}}'
+       -d '{{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], "ids": ["a-1", "a-2"]}}'
+  curl -s -X POST http://{host}:{port}/feedback -H 'Content-Type: application/json' \\
+       -d '{{"labels": [{{"id": "a-1", "label": "setosa"}}, {{"id": "a-2", "label": "virginica"}}]}}'
+
+{capture}
 """
+CAPTURE_NOTE = """{share} of predictions and every label are recorded under {store}/{name}/captures/ and labels/; then
+  .venv/bin/lambda-forest monitor --store {store} --name {name} --since 1h"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--build-dir", type=Path, default=BUILD_DIR)
     parser.add_argument("--lean", action="store_true", help="run with the lean layer (compiled forests only)")
+    parser.add_argument(
+        "--capture-sample-rate",
+        type=float,
+        default=1.0,
+        help="CAPTURE_SAMPLE_RATE: share of predictions recorded in the store's captures/ (default %(default)s)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     invoke = commands.add_parser("invoke", help="invoke the function once with an event file")
     invoke.add_argument("event", type=Path)
@@ -70,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the emulator on `kill` too
     store = args.store if args.store.startswith("s3://") else str(Path(args.store).resolve())
-    extra = dict(item.split("=", 1) for item in args.env)
+    extra = {"CAPTURE_SAMPLE_RATE": str(args.capture_sample_rate), **dict(item.split("=", 1) for item in args.env)}
     door = getattr(args, "api_type", REST_API)
     cors_origins = tuple(item.strip() for item in getattr(args, "cors_allow_origins", "").split(",") if item.strip())
     if door == REST_API and cors_origins:  # the REST API leaves CORS to the function; the others answer it natively
@@ -78,24 +96,39 @@ def main(argv: list[str] | None = None) -> int:
     environment = local_environment(store, args.name, **extra)
     try:
         with Emulator(environment, build_dir=args.build_dir, lean=args.lean) as emulator:
+            assert emulator.log_path is not None
+            shipper = RecordShipper(emulator.log_path, open_store(store), args.name)
             if args.command == "invoke":
                 event = json.loads(args.event.read_text())
                 print(json.dumps(emulator.invoke(event), indent=2))
                 init = emulator.init_duration_ms()
                 if init is not None:
                     print(f"INIT REPORT durationMs {init:.1f}", file=sys.stderr)
+                shipper.stop()
                 return 0
-            server = make_server(emulator, args.host, args.port, front_door=door, cors_origins=cors_origins)
-            banner = CURL_EXAMPLE.format(name=args.name, host=args.host, port=args.port, door=DOOR_NAMES[door])
+            server = make_server(
+                emulator,
+                args.host,
+                args.port,
+                front_door=door,
+                cors_origins=cors_origins,
+                after_invoke=shipper.ship_or_warn,
+            )
+            capture = CAPTURE_NOTE.format(share=f"{args.capture_sample_rate:.0%}", store=store, name=args.name)
+            banner = CURL_EXAMPLE.format(
+                name=args.name, host=args.host, port=args.port, door=DOOR_NAMES[door], capture=capture
+            )
             print(banner, flush=True)
+            shipper.start()
             try:
                 server.serve_forever()
             except KeyboardInterrupt:
                 pass
             finally:
                 server.server_close()
+                shipper.stop()
             return 0
-    except (EmulatorError, OSError) as error:
+    except (EmulatorError, OSError, LambdaForestError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 

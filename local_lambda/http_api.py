@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -72,8 +72,12 @@ def make_server(
     port: int = 3000,
     front_door: str = REST_API,
     cors_origins: tuple[str, ...] = (),
+    after_invoke: Callable[[], object] | None = None,
 ) -> ThreadingHTTPServer:
-    """Serve the emulated function behind `front_door`; `cors_origins` configures an HTTP API's or URL's CORS."""
+    """Serve the emulated function behind `front_door`; `cors_origins` configures an HTTP API's or URL's CORS.
+
+    `after_invoke` runs after each invocation (the local record shipper).
+    """
     lock = threading.Lock()
     native_cors = None if front_door == REST_API else NativeCors(cors_origins)
 
@@ -91,6 +95,8 @@ def make_server(
             try:
                 with lock:
                     result = emulator.invoke(event)
+                    if after_invoke:
+                        after_invoke()
             except EmulatorError as error:
                 self.log_error("%s", error)
                 return self._send(HTTPStatus.BAD_GATEWAY, {}, json.dumps(BAD_GATEWAY).encode())

@@ -197,15 +197,24 @@ def api_event(method: str, path: str, body: Any = None, *, raw: str | None = Non
 
 @pytest.fixture
 def handler(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Callable[[dict[str, Any]], Reply]]:
-    """`handler(store, name=..., **settings)` points the function at a store and returns `invoke(event)`."""
+    """`handler(store, name=..., **settings)` points the function at a store and returns `invoke(event)`.
+
+    The lines the function would log for capture (predictions and labels) are kept in `invoke.lines`.
+    """
+    import random
+
     import app
     from lambda_forest.config import FunctionConfig
 
     def configure(store: Any, name: str = "iris", **settings: Any) -> Callable[[dict[str, Any]], Reply]:
         config = FunctionConfig(model_store=store.uri, model_name=name, **settings)
         cache = app.build_model_cache(config, store_opener=lambda _uri: store)
+        capturer = app.build_capturer(config)
+        lines: list[bytes] = []
+        capturer.write, capturer.rng = lines.append, random.Random(0)
         monkeypatch.setattr(app, "config", config)
         monkeypatch.setattr(app, "models", cache)
+        monkeypatch.setattr(app, "capturer", capturer)
 
         def invoke(event: dict[str, Any]) -> Reply:
             response = app.lambda_handler(event, LocalContext())
@@ -215,6 +224,7 @@ def handler(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Callable[[dict[str
             body = json.loads(response["body"]) if response.get("body") else None
             return Reply(response["statusCode"], headers, body)
 
+        invoke.lines = lines  # type: ignore[attr-defined]
         return invoke
 
     return configure

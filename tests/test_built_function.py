@@ -246,3 +246,47 @@ def test_front_door_samples_are_what_sam_local_generate_event_makes(tmp_path: Pa
     assert result.returncode == 0, result.stderr
     for made in sorted(tmp_path.glob("*.json")):
         assert json.loads(made.read_text()) == load_event(made.name), made.name
+
+
+def test_the_local_loop_captures_takes_feedback_and_monitors(
+    build_dir: Path, trained_iris: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`make serve`, curl /predict and /feedback, then `python -m training monitor`, as the README shows."""
+    from lambda_forest.store import CAPTURES, LABELS, LocalStore
+    from local_lambda.shipper import RecordShipper
+    from training.cli import main
+
+    store = LocalStore(tmp_path / "store")
+    publish_model(store, trained_iris)
+    environment = local_environment(store.uri, "iris", CAPTURE_SAMPLE_RATE="1")
+    with Emulator(environment, build_dir=build_dir) as running:
+        assert running.log_path is not None
+        shipper = RecordShipper(running.log_path, store, "iris")
+        port = free_port()
+        server = make_server(running, port=port, after_invoke=shipper.ship_or_warn)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        base = f"http://127.0.0.1:{port}"
+        rows = trained_iris.holdout_X.tolist()
+        try:
+            ids = [f"row-{index}" for index in range(len(rows))]
+            status, _, body = http(f"{base}/predict", {"instances": rows, "ids": ids})
+            assert status == 200 and body["request_id"]
+            truth = [str(label) for label in trained_iris.holdout_y]
+            status, _, answer = http(
+                f"{base}/feedback", {"labels": [{"id": i, "label": t} for i, t in zip(ids, truth, strict=True)]}
+            )
+            assert (status, answer["accepted"]) == (200, len(ids))
+        finally:
+            server.shutdown()
+            server.server_close()
+            shipper.stop()
+    [capture] = store.list_records("iris", CAPTURES)
+    assert json.loads(store.read_records(capture))["row_ids"] == ids
+    assert len(store.list_records("iris", LABELS)) == 1
+    html = tmp_path / "report.html"
+    assert main(["--store", store.uri, "monitor", "--name", "iris", "--since", "1h", "--html", str(html)]) in (0, 1, 2)
+    out = capsys.readouterr().out
+    expected_accuracy = float(np.mean(np.array(body["predictions"]) == np.array(truth)))
+    assert f"{len(ids)} labelled row(s): accuracy {expected_accuracy:.3f}" in out
+    assert html.exists()

@@ -55,10 +55,14 @@ def test_local_events_name_their_front_door(door: str) -> None:
 def test_every_front_door_gives_the_same_predictions(iris_api: Any, trained_iris: Any) -> None:
     samples = {door: iris_api(load_event(f"{prefix}-predict.json")) for prefix, door in SAMPLE_PREFIXES.items()}
     assert {reply.status for reply in samples.values()} == {200}
+    request_ids = {door: reply.body.pop("request_id") for door, reply in samples.items()}
+    assert all(request_ids.values())  # each front door's own request id
     assert samples[REST_API].body == samples[HTTP_API].body == samples[FUNCTION_URL].body
     assert samples[REST_API].body["predictions"] == trained_iris.estimator.predict(IRIS_ROWS).tolist()
     rows = trained_iris.holdout_X.tolist()
     bodies = [iris_api(json_event("POST", "/predict", {"instances": rows}, door=door)).body for door in FRONT_DOORS]
+    for body in bodies:
+        body.pop("request_id")
     assert bodies[0] == bodies[1] == bodies[2]
     assert bodies[0]["predictions"] == trained_iris.estimator.predict(trained_iris.holdout_X).tolist()
 

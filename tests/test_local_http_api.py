@@ -4,6 +4,7 @@ function URL payload 2.0) and play the native CORS of the HTTP API and the funct
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 from lambda_forest.front_doors import FUNCTION_URL, HTTP_API, front_door
 from local_lambda.events import function_url_event, http_api_event, proxy_event
@@ -57,3 +58,44 @@ def test_native_cors_answers_only_allowed_origins() -> None:
     assert "Access-Control-Allow-Origin" not in cors.response(None, function_headers)
     assert NativeCors(("*",)).allowed("https://any.example") == "*"
     assert NativeCors(()).allowed("https://app.example.com") is None
+
+
+def test_the_record_shipper_does_what_the_subscription_filters_and_firehose_do(tmp_path: Any) -> None:
+    from lambda_forest.store import CAPTURES, LABELS, LocalStore
+    from local_lambda.shipper import RecordShipper
+
+    store = LocalStore(tmp_path / "store")
+    log = tmp_path / "emulator.log"
+    prediction = b'{"kind":"prediction","request_id":"r","rows":[[1.0]]}'
+    label = b'{"kind":"label","row_id":"r:0","label":"a","time":"2026-12-01T10:00:00.000Z"}'
+    log.write_bytes(b"START RequestId: 1\n" + prediction + b'\n{"level":"INFO","message":"x"}\n' + label[:20])
+    shipper = RecordShipper(log, store, "iris")
+    assert shipper.ship() == 1  # the half-written label line waits
+    with log.open("ab") as handle:
+        handle.write(label[20:] + b"\nEND RequestId: 1\n")
+    assert shipper.ship() == 1 and shipper.ship() == 0
+    [capture_file] = store.list_records("iris", CAPTURES)
+    [label_file] = store.list_records("iris", LABELS)
+    assert store.read_records(capture_file) == prediction + b"\n"
+    assert store.read_records(label_file) == label + b"\n"
+
+
+def test_the_record_shipper_retries_what_the_store_refused(tmp_path: Any, capsys: Any) -> None:
+    from lambda_forest.errors import StoreAccessDenied
+    from lambda_forest.store import CAPTURES, LocalStore
+    from local_lambda.shipper import RecordShipper
+
+    store = LocalStore(tmp_path / "store")
+    log = tmp_path / "emulator.log"
+    log.write_bytes(b'{"kind":"prediction","rows":[]}\n')
+    shipper = RecordShipper(log, store, "iris")
+    real_write = store.write_records
+
+    def refuse(*_: Any, **__: Any) -> str:
+        raise StoreAccessDenied("The model store cannot be written.")
+
+    store.write_records = refuse  # type: ignore[method-assign]
+    assert shipper.ship_or_warn() == 0
+    assert "captured lines not recorded yet" in capsys.readouterr().err
+    store.write_records = real_write  # type: ignore[method-assign]
+    assert shipper.ship_or_warn() == 1 and len(store.list_records("iris", CAPTURES)) == 1

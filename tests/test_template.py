@@ -30,6 +30,7 @@ def transformed(**parameters: str) -> dict[str, Any]:
 
     text = TEMPLATE.read_text()
     text = text.replace("CodeUri: functions/predict/", "CodeUri: s3://artifacts/function.zip")
+    text = text.replace("CodeUri: functions/monitor/", "CodeUri: s3://artifacts/monitor.zip")
     text = text.replace("ContentUri: layers/forest/", "ContentUri: s3://artifacts/layer.zip")
 
     class NoManagedPolicies:
@@ -125,8 +126,12 @@ def test_function_settings(resources: dict[str, Any]) -> None:
         "MAX_BATCH_ROWS",
         "ALLOW_PICKLE",
         "MODEL_SIGNING_KEY_ARN",
+        "CAPTURE_SAMPLE_RATE",
+        "CAPTURE_MAX_ROWS",
     } <= set(variables)
     assert variables["ALLOW_PICKLE"] == {"Ref": "AllowPickle"}
+    assert variables["CAPTURE_SAMPLE_RATE"] == {"Ref": "CaptureSampleRate"}
+    assert transformed()["Parameters"]["CaptureSampleRate"]["Default"] == 0  # nothing captured unless asked
 
 
 def test_pickle_is_off_by_default_and_needs_the_full_layer() -> None:
@@ -282,3 +287,180 @@ def test_api_key_needs_the_rest_api() -> None:
     rule = transformed()["Rules"]["ApiKeyNeedsRestApi"]
     assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "EnableApiKey"}, "true"]}
     assert rule["Assertions"][0]["Assert"] == {"Fn::Equals": [{"Ref": "ApiType"}, "rest"]}
+
+
+# Capture, the monitor, alarms and the dashboard (issue 11).
+
+
+def statements(role: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for policy in role["Properties"]["Policies"] for s in policy["PolicyDocument"]["Statement"]]
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+@pytest.mark.parametrize(("stream", "directory"), [("CaptureStream", "captures"), ("LabelStream", "labels")])
+def test_firehose_writes_the_store_layout_the_monitor_reads(
+    resources: dict[str, Any], s3_store: Any, stream: str, directory: str
+) -> None:
+    import gzip
+    from datetime import UTC, datetime, timedelta
+
+    destination = resources[stream]["Properties"]["ExtendedS3DestinationConfiguration"]
+    assert destination["CompressionFormat"] == "GZIP" and destination["FileExtension"] == ".jsonl.gz"
+    processors = [processor["Type"] for processor in destination["ProcessingConfiguration"]["Processors"]]
+    assert processors == ["Decompression", "CloudWatchLogProcessing", "AppendDelimiterToRecord"]
+    # The key Firehose would write for a record arriving now, in the test store (prefix "models", model "iris").
+    now = datetime.now(UTC)
+    prefix = destination["Prefix"]["Fn::Sub"].replace("${ModelPrefix}", "models").replace("${ModelName}", "iris")
+    for expression, value in (("yyyy", f"{now:%Y}"), ("MM", f"{now:%m}"), ("dd", f"{now:%d}"), ("HH", f"{now:%H}")):
+        prefix = prefix.replace(f"!{{timestamp:{expression}}}", value)
+    assert "!{" not in prefix and "${" not in prefix
+    line = b'{"kind": "label", "row_id": "a", "label": "setosa", "time": "2026-12-01T10:00:00.000Z"}'
+    s3_store._create(f"{prefix.removeprefix('models/')}lambda-forest-1-x.jsonl.gz", gzip.compress(line + b"\n"))
+    [key] = s3_store.list_records("iris", directory, now - timedelta(hours=1), now)
+    assert s3_store.read_records(key) == line + b"\n"
+    errors = destination["ErrorOutputPrefix"]["Fn::Sub"]
+    assert f"/{directory}/" not in errors.split("${ModelName}/", 1)[1].split("record-errors/", 1)[0]
+
+
+def test_subscription_filters_route_each_kind_to_its_stream(resources: dict[str, Any]) -> None:
+    from lambda_forest.capture import FILTER_PATTERNS
+
+    for kind, name, stream in (
+        ("prediction", "CaptureSubscription", "CaptureStream"),
+        ("label", "LabelSubscription", "LabelStream"),
+    ):
+        properties = resources[name]["Properties"]
+        assert properties["FilterPattern"] == FILTER_PATTERNS[kind]
+        assert properties["LogGroupName"] == {"Ref": "PredictFunctionLogs"}
+        assert properties["DestinationArn"] == {"Fn::GetAtt": [stream, "Arn"]}
+
+
+def test_record_roles_may_only_move_records(resources: dict[str, Any]) -> None:
+    delivery = statements(resources["RecordDeliveryRole"])
+    writes = next(s for s in delivery if "s3:PutObject" in as_list(s["Action"]))
+    assert set(as_list(writes["Action"])) == {"s3:PutObject", "s3:AbortMultipartUpload"}
+    assert {resource["Fn::Sub"].rsplit("/", 2)[-2] for resource in writes["Resource"]} == {
+        "captures",
+        "labels",
+        "record-errors",
+    }
+    actions = {action for s in delivery for action in as_list(s["Action"])}
+    assert not {action for action in actions if action.endswith("*") or action in ("s3:GetObject", "s3:DeleteObject")}
+    [forward] = statements(resources["LogsToFirehoseRole"])
+    assert set(forward["Action"]) == {"firehose:PutRecord", "firehose:PutRecordBatch"}
+    assert forward["Resource"] == [{"Fn::GetAtt": ["CaptureStream", "Arn"]}, {"Fn::GetAtt": ["LabelStream", "Arn"]}]
+    trust = resources["LogsToFirehoseRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]
+    assert trust["Principal"] == {"Service": "logs.amazonaws.com"} and "aws:SourceArn" in str(trust["Condition"])
+
+
+def test_monitor_runs_on_a_schedule_reads_its_model_and_writes_only_reports(resources: dict[str, Any]) -> None:
+    monitor = resources["MonitorFunction"]["Properties"]
+    assert monitor["Handler"] == "monitor.lambda_handler" and monitor["Timeout"] <= 900
+    assert monitor["Layers"] == resources["PredictFunction"]["Properties"]["Layers"]  # numpy and Powertools only
+    rule = resources["MonitorFunctionSchedule"]
+    assert rule["Type"] == "AWS::Events::Rule"
+    assert rule["Properties"]["ScheduleExpression"] == {"Ref": "MonitorSchedule"}
+    assert transformed()["Parameters"]["MonitorSchedule"]["Default"] == "rate(1 day)"
+    granted = {(s["Action"], str(s["Resource"])) for s in statements(resources["MonitorFunctionRole"])}
+    assert granted == {
+        ("s3:GetObject", str({"Fn::Sub": "${ModelBucket.Arn}/${ModelPrefix}/${ModelName}/*"})),
+        ("s3:ListBucket", str({"Fn::GetAtt": ["ModelBucket", "Arn"]})),
+        ("s3:PutObject", str({"Fn::Sub": "${ModelBucket.Arn}/${ModelPrefix}/${ModelName}/reports/*"})),
+    }
+
+
+EXPECTED_ALARMS = {
+    "RestApiServerErrorRateAlarm": ("UseRestApi", 0.01),
+    "HttpApiServerErrorRateAlarm": ("UseHttpApi", 0.01),
+    "FunctionUrlServerErrorRateAlarm": ("UseFunctionUrl", 0.01),
+    "PredictLatencyAlarm": (None, None),
+    "PredictErrorsAlarm": (None, 1),
+    "PredictThrottlesAlarm": (None, 1),
+    "ModelUnavailableAlarm": (None, 1),
+    "DriftAlarm": (None, 2),
+    "QualityAlarm": (None, 2),
+    "MonitorErrorsAlarm": (None, 1),
+}
+# The 5XX metrics (errors, requests) of each front door.
+DOOR_METRICS = {
+    "RestApiServerErrorRateAlarm": ("AWS/ApiGateway", "5XXError", "Count"),
+    "HttpApiServerErrorRateAlarm": ("AWS/ApiGateway", "5xx", "Count"),
+    "FunctionUrlServerErrorRateAlarm": ("AWS/Lambda", "Url5xxCount", "UrlRequestCount"),
+}
+
+
+def test_alarms_watch_what_the_issue_names_and_notify_the_topic(resources: dict[str, Any]) -> None:
+    alarms = {name: r for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
+    assert set(alarms) == set(EXPECTED_ALARMS)
+    for name, (condition, threshold) in EXPECTED_ALARMS.items():
+        alarm = alarms[name]["Properties"]
+        assert alarms[name].get("Condition") == condition
+        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}] and alarm["OKActions"] == [{"Ref": "AlarmTopic"}]
+        if threshold is not None:
+            assert alarm["Threshold"] == threshold
+    for name, (namespace, errors, requests) in DOOR_METRICS.items():
+        metrics = {query["Id"]: query for query in alarms[name]["Properties"]["Metrics"]}
+        assert metrics["rate"]["Expression"] == "errors / requests" and metrics["rate"]["ReturnData"] is True
+        assert metrics["errors"]["MetricStat"]["Metric"]["Namespace"] == namespace
+        assert metrics["errors"]["MetricStat"]["Metric"]["MetricName"] == errors
+        assert metrics["requests"]["MetricStat"]["Metric"]["MetricName"] == requests
+    timeout_ms = resources["PredictFunction"]["Properties"]["Timeout"] * 1000
+    latency = alarms["PredictLatencyAlarm"]["Properties"]
+    assert latency["ExtendedStatistic"] == "p99" and 0.7 * timeout_ms <= latency["Threshold"] < timeout_ms
+    [query] = alarms["ModelUnavailableAlarm"]["Properties"]["Metrics"]
+    assert "SUM(ModelUnavailable)" in query["Expression"] and "reason" in query["Expression"]
+    # The monitor publishes its statuses with these dimensions (functions/monitor/monitor.py).
+    drift_alarm = alarms["DriftAlarm"]["Properties"]
+    assert drift_alarm["MetricName"] == "DriftStatus"
+    assert {d["Name"] for d in drift_alarm["Dimensions"]} == {"model", "service"}
+
+
+@pytest.mark.parametrize("api_type", ["rest", "http", "url"])
+def test_exactly_one_server_error_alarm_follows_the_front_door(api_type: str) -> None:
+    template = transformed(ApiType=api_type)
+    alarms = {name for name in created(template, {"ApiType": api_type}) if name.endswith("ServerErrorRateAlarm")}
+    assert len(alarms) == 1 and DOOR_METRICS.keys() >= alarms
+    assert (
+        EXPECTED_ALARMS[alarms.pop()][0]
+        == {"rest": "UseRestApi", "http": "UseHttpApi", "url": "UseFunctionUrl"}[api_type]
+    )
+
+
+@pytest.mark.parametrize("email", ["", "ops@example.com"])
+def test_alarm_email_is_optional(email: str) -> None:
+    template = transformed(AlarmEmail=email)
+    subscription = template["Resources"]["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert subscription["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}
+    assert ("AlarmEmailSubscription" in created(template, {"AlarmEmail": email})) == bool(email)
+
+
+DOOR_ALARMS = {
+    "rest": "RestApiServerErrorRateAlarm",
+    "http": "HttpApiServerErrorRateAlarm",
+    "url": "FunctionUrlServerErrorRateAlarm",
+}
+
+
+@pytest.mark.parametrize("api_type", ["rest", "http", "url"])
+def test_dashboard_is_valid_json_with_every_panel(api_type: str) -> None:
+    import re
+
+    parameters = {"ApiType": api_type}
+    template = transformed(ApiType=api_type)
+    body, variables = template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    separator, alarms = variables.pop("Alarms")["Fn::Join"]
+    texts = {name: evaluate(template, value, parameters)["Fn::Sub"] for name, value in variables.items()}
+    texts["Alarms"] = separator.join(evaluate(template, alarm, parameters)["Fn::Sub"] for alarm in alarms)
+    for name, text in texts.items():
+        body = body.replace("${" + name + "}", text)
+    body = re.sub(r"\$\{[^}]+\}", "x", body)
+    widgets = json.loads(body)["widgets"]
+    titles = " | ".join(widget["properties"]["title"] for widget in widgets)
+    for panel in ("Traffic", "Latency", "Errors", "Rows per request", "drift per feature", "Live quality", "Alarms"):
+        assert panel in titles
+    _, errors, requests = DOOR_METRICS[DOOR_ALARMS[api_type]]
+    assert f'"{errors}"' in body and f'"{requests}"' in body and DOOR_ALARMS[api_type] in texts["Alarms"]

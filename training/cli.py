@@ -1,4 +1,4 @@
-"""`python -m training`: train, publish, list, show, promote and roll back models in a store."""
+"""`python -m training`: train, publish, list, show, promote and roll back models in a store; monitor them."""
 
 from __future__ import annotations
 
@@ -8,12 +8,18 @@ import sys
 import time
 import traceback
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from lambda_forest.config import default_sign_key, default_store
+from lambda_forest.capture import label_line, timestamp
+from lambda_forest.config import default_sign_key, default_store, parse_window
 from lambda_forest.errors import LambdaForestError, TrainingError
 from lambda_forest.manifest import Manifest
+from lambda_forest.monitor_report import render_html, render_text
+from lambda_forest.monitoring import build_report, exit_code
+from lambda_forest.schema import check_row_id, label_checker
 from lambda_forest.signing import KmsSigner, alias_signer
-from lambda_forest.store import DEFAULT_ALIAS, AliasSigner, ModelStore, open_store
+from lambda_forest.store import DEFAULT_ALIAS, LABELS, AliasSigner, ModelStore, open_store
 from training.tables import DEFAULT_MAX_CATEGORIES
 
 DEFAULT_STORE = default_store()
@@ -155,7 +161,47 @@ def build_parser(prog: str = "python -m training") -> argparse.ArgumentParser:
     rollback.add_argument("--name", required=True)
     rollback.add_argument("--alias", default=DEFAULT_ALIAS)
     sign_key(rollback, "the alias move")
+
+    monitor = command(
+        "monitor",
+        "input drift, output drift and live quality from captured predictions and labels (exit 0 ok, 1 warn, 2 alert)",
+    )
+    monitor.add_argument("--name", required=True)
+    monitor.add_argument(
+        "--since", type=_moment, default="7d", help="window start: a duration back from --until (7d, 24h) or a UTC time"
+    )
+    monitor.add_argument("--until", type=_moment, help="window end, a UTC time (default: now)")
+    monitor.add_argument("--json", action="store_true", help="print the report as JSON instead of a summary")
+    monitor.add_argument("--html", type=Path, help="where to write the HTML report (default monitor-NAME.html)")
+    monitor.add_argument("--no-html", dest="write_html", action="store_false", help="write no HTML report")
+    monitor.add_argument(
+        "--save", action="store_true", help="also store report.json and report.html under the store's reports/"
+    )
+
+    labels = command("labels", "ground truth for captured predictions")
+    labels_commands = labels.add_subparsers(dest="labels_command", required=True, metavar="COMMAND")
+    upload = labels_commands.add_parser("upload", help="record a CSV file of id,label rows as labels", parents=[common])
+    upload.add_argument("file", type=Path, help="CSV with a header row: id,label")
+    upload.add_argument("--name", required=True)
+    upload.add_argument(
+        "--alias", default=DEFAULT_ALIAS, help="whose classes (or task) the labels are checked against (%(default)s)"
+    )
     return parser
+
+
+def _moment(value: str) -> timedelta | datetime:
+    """A window bound: a duration back from the window's end (7d, 24h, 90m, 2w) or a UTC time."""
+    try:
+        return parse_window(value)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: expected a duration like 7d or 24h, or a time like 2026-12-01"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def say(message: str) -> None:
@@ -272,24 +318,111 @@ def command_rollback(args: argparse.Namespace, store: ModelStore) -> int:
     return 0
 
 
+def command_monitor(args: argparse.Namespace, store: ModelStore) -> int:
+    until = args.until or datetime.now(UTC)
+    if isinstance(until, timedelta):
+        raise TrainingError("--until takes a time (like 2026-12-01T10:00), not a duration.")
+    since = until - args.since if isinstance(args.since, timedelta) else args.since
+    if since >= until:
+        raise TrainingError(f"--since {since:%Y-%m-%dT%H:%M}Z is not before --until {until:%Y-%m-%dT%H:%M}Z.")
+    if not store.list_versions(args.name):
+        raise TrainingError(f"Model {args.name} has no published versions in {store.uri}; nothing to monitor.")
+    say(f"reading captures and labels of {args.name} from {store.uri}")
+    report = build_report(store, args.name, since, until, progress=say)
+    print(json.dumps(report, indent=2) if args.json else render_text(report))
+    if args.write_html and report["versions"]:
+        path = args.html or Path(f"monitor-{args.name}.html")
+        path.write_text(render_html(report))
+        say(f"HTML report: {path}")
+    if args.save:
+        stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+        keys = store.write_report(
+            args.name,
+            stamp,
+            {"report.json": json.dumps(report, indent=2).encode(), "report.html": render_html(report).encode()},
+        )
+        say("saved " + ", ".join(store.location(key) for key in keys))
+    return exit_code(report)
+
+
+LABEL_FILE_COLUMNS = ("id", "label")
+LABELS_PER_FILE = 10_000
+
+
+def command_labels(args: argparse.Namespace, store: ModelStore) -> int:
+    """`labels upload FILE`: check every row first, so a bad file records nothing."""
+    import csv
+
+    alias = store.read_alias(args.name, args.alias)
+    versions = store.list_versions(args.name)
+    if alias is None and not versions:
+        raise TrainingError(f"Model {args.name} has no published versions in {store.uri}; train one first.")
+    manifest = Manifest.from_json(store.read_manifest(args.name, alias.version if alias else versions[0]))
+    check = label_checker(manifest)
+    try:
+        with args.file.open(newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.reader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise TrainingError(f"Cannot read {args.file}: {error}") from None
+    if not rows or tuple(cell.strip() for cell in rows[0]) != LABEL_FILE_COLUMNS:
+        raise TrainingError(f"{args.file} must start with the header row id,label.")
+    labels = []
+    for number, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        where = f"{args.file} line {number}"
+        if len(row) != 2:
+            raise TrainingError(f"{where} has {len(row)} cells; expected 2 (id,label).")
+        row_id, text = row[0].strip(), row[1].strip()
+        try:
+            check_row_id(row_id, f"{where}: the id")
+            label = check(_label_value(text, manifest.is_classifier), f"{where}: the label")
+        except LambdaForestError as error:
+            raise TrainingError(error.message) from None
+        labels.append(label_line(row_id, label, timestamp(datetime.now(UTC)), None))
+    if not labels:
+        raise TrainingError(f"{args.file} has no labels after its header row.")
+    keys = [
+        store.write_records(args.name, LABELS, labels[start : start + LABELS_PER_FILE])
+        for start in range(0, len(labels), LABELS_PER_FILE)
+    ]
+    where = store.location(keys[0].rsplit("/", 1)[0])
+    print(f"{args.name}: recorded {len(labels):,} label(s) in {len(keys)} file(s) under {where}")
+    return 0
+
+
+def _label_value(text: str, classify: bool) -> str | float:
+    if classify:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        return text  # refused by the checker, which says what was expected
+
+
 COMMANDS = {
     "train": command_train,
     "list": command_list,
     "show": command_show,
     "promote": command_promote,
     "rollback": command_rollback,
+    "monitor": command_monitor,
+    "labels": command_labels,
 }
+# The monitor's 1 and 2 mean warn and alert, so its own failure needs a code of its own.
+EXIT_MONITOR_FAILED = 4
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m training") -> int:
     args = build_parser(prog).parse_args(argv)
+    failed = EXIT_MONITOR_FAILED if args.command == "monitor" else EXIT_ERROR
     try:
         return COMMANDS[args.command](args, open_store(args.store))
     except LambdaForestError as error:
         say(f"error: {error}")
         if args.debug:
             traceback.print_exc()
-        return EXIT_ERROR
+        return failed
     except KeyboardInterrupt:
         say("interrupted; nothing was published after the last completed step")
         return 130
@@ -297,7 +430,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m training") ->
         say(f"error: unexpected {type(error).__name__}: {error} (run with --debug for the traceback)")
         if args.debug:
             traceback.print_exc()
-        return EXIT_ERROR
+        return failed
 
 
 def run() -> None:

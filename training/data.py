@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from lambda_forest.drift import summary_stats
 from lambda_forest.errors import TrainingError
 from lambda_forest.features import FeatureSchema, category_texts
 from lambda_forest.manifest import CLASSIFICATION, REGRESSION
@@ -191,8 +192,8 @@ def feature_entries(data: Dataset) -> list[dict[str, Any]]:
             entry["missing_allowed"] = feature.missing_allowed
             entry["missing_rate"] = _share(missing.sum(), len(values))
             present = values[~missing]
-            entry["stats"] = _stats(present)
-            entry["bins"] = _histogram(present)
+            entry["stats"] = summary_stats(present)
+            entry["bins"] = frozen_histogram(present)
         entries.append(entry)
     return entries
 
@@ -200,24 +201,13 @@ def feature_entries(data: Dataset) -> list[dict[str, Any]]:
 def describe_features(data: Dataset) -> dict[str, dict[str, Any]]:
     """Per numeric feature min, max, mean and std of the training data (the manifest's `feature_stats`)."""
     return {
-        feature.name: _stats(values[~np.isnan(values)])
+        feature.name: summary_stats(values[~np.isnan(values)])
         for feature, values in zip(data.features.features, columns_of(data), strict=True)
         if not feature.is_categorical
     }
 
 
-def _stats(values: np.ndarray) -> dict[str, float]:
-    if not len(values):
-        return {}
-    return {
-        "min": float(values.min()),
-        "max": float(values.max()),
-        "mean": round(float(values.mean()), 6),
-        "std": round(float(values.std()), 6),
-    }
-
-
-def _histogram(values: np.ndarray) -> dict[str, list[float] | list[int]]:
+def frozen_histogram(values: np.ndarray) -> dict[str, list[float] | list[int]]:
     """About HISTOGRAM_BINS quantile bins: edges (ascending, distinct) and the training rows in each."""
     if not len(values):
         return {"edges": [], "counts": []}

@@ -13,12 +13,13 @@ import numpy as np
 
 from lambda_forest.artifact import final_estimator, runtime_versions, serialize_estimator, sha256, verify
 from lambda_forest.compiled import COMPILED_FILE, CompiledForest, compile_forest, read_npz, to_npz, with_categories
+from lambda_forest.drift import summary_stats
 from lambda_forest.errors import TrainingError
 from lambda_forest.features import FeatureSchema, category_texts
 from lambda_forest.manifest import CLASSIFICATION, PIPELINE, FileEntry, Manifest
 from lambda_forest.signing import KmsSigner, KmsVerifier, Signer, manifest_message, verify_manifest
 from lambda_forest.store import MODEL_FILE, ModelStore, check_name, make_version
-from training.data import Dataset, check_trainable, describe_features, feature_entries
+from training.data import Dataset, check_trainable, describe_features, feature_entries, frozen_histogram
 
 Progress = Callable[[str], None]
 
@@ -265,11 +266,24 @@ def build_artifact(
         excluded_columns=data.excluded_columns,
         data_report=data.report.to_dict(),
         importances=model.importances,
+        prediction_baseline=prediction_baseline(model),
         model_object=PIPELINE
         if model.estimator is not model.forest
         else f"sklearn.ensemble.{type(model.forest).__name__}",
     )
     return manifest, files
+
+
+def prediction_baseline(model: TrainedModel) -> dict[str, Any]:
+    """What the model predicts on its hold-out rows, which the monitor compares live predictions with."""
+    predicted = np.asarray(model.estimator.predict(model.holdout_X))
+    if model.data.task == CLASSIFICATION:
+        labels, counts = np.unique(predicted.astype(str), return_counts=True)
+        shares = dict(zip(labels.tolist(), (counts / len(predicted)).round(6).tolist(), strict=True))
+        classes = [str(label) for label in model.estimator.classes_]
+        return {"rows": len(predicted), "class_shares": {label: shares.get(label, 0.0) for label in classes}}
+    values = predicted.astype(np.float64)
+    return {"rows": len(values), "stats": summary_stats(values), "bins": frozen_histogram(values)}
 
 
 # Probabilities and regression values may differ by at most this much; predictions not at all.

@@ -31,6 +31,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambda_forest.artifact import Prediction
+from lambda_forest.capture import Capturer
 from lambda_forest.config import FunctionConfig
 from lambda_forest.errors import (
     InvalidJson,
@@ -43,7 +44,13 @@ from lambda_forest.errors import (
 from lambda_forest.features import ValidatedRows
 from lambda_forest.front_doors import FUNCTION_URL, HTTP_API, REST_API, front_door
 from lambda_forest.model_cache import LoadedModel, LoadPolicy, ModelCache, load_version
-from lambda_forest.schema import error_response, health_response, parse_predict_body, predict_response
+from lambda_forest.schema import (
+    error_response,
+    health_response,
+    parse_feedback_body,
+    parse_predict_body,
+    predict_response,
+)
 from lambda_forest.signing import KmsVerifier
 from lambda_forest.store import ModelStore, open_store
 
@@ -109,9 +116,19 @@ def build_model_cache(config: FunctionConfig, store_opener: Callable[[str], Mode
     )
 
 
+def record_capture_failure(error: Exception) -> None:
+    metrics.add_metric(name="CaptureFailures", unit=MetricUnit.Count, value=1)
+    logger.warning("prediction not captured", extra={"reason": type(error).__name__, "detail": str(error)})
+
+
+def build_capturer(config: FunctionConfig) -> Capturer:
+    return Capturer(config.capture_sample_rate, config.capture_max_rows, on_failure=record_capture_failure)
+
+
 # Read once per execution environment; a missing required setting fails the init loudly.
 config = FunctionConfig.from_env()
 models = build_model_cache(config)
+capturer = build_capturer(config)
 
 
 def load_before_snapshot() -> None:
@@ -143,7 +160,25 @@ def predict() -> Response:
     rows = model.manifest.schema.validate(request.instances)
     record_row_quality(rows)
     result = run_prediction(model, rows.matrix, request.probabilities)
-    return json_within_lambda_limit(predict_response(model.manifest, result, rows), len(rows.matrix))
+    body = predict_response(model.manifest, result, rows, request_id())
+    response = json_within_lambda_limit(body, len(rows.matrix))
+    if capturer.sampled():
+        capturer.capture(
+            request_id=body["request_id"],
+            response=body,
+            features=model.manifest.feature_names,
+            instances=request.instances,
+            ids=request.ids,
+            alias=None if config.model_version else config.model_alias,
+        )
+    return response
+
+
+@route("POST", "/feedback")
+def feedback() -> dict[str, Any]:
+    """Ground truth for predicted rows, recorded as label lines (shared/DESIGN.md section 6)."""
+    labels = parse_feedback_body(request_body(), models.get().manifest, config.max_batch_rows)
+    return {"accepted": capturer.record_labels(labels, request_id()), "request_id": request_id()}
 
 
 # Lambda refuses a synchronous response over 6 MB, and API Gateway then answers a bare 502; the headers,

@@ -1,11 +1,13 @@
-"""The predict function's configuration (shared/DESIGN.md section 4), read in this one place."""
+"""The functions' configuration (shared/DESIGN.md section 4), read in this one place."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
 from lambda_forest.errors import ConfigError
 from lambda_forest.store import DEFAULT_ALIAS, check_name
@@ -42,6 +44,8 @@ class FunctionConfig:
     allow_pickle: bool = False
     signing_key: str | None = None
     cors_allow_origins: tuple[str, ...] = ()
+    capture_sample_rate: float = 0.0
+    capture_max_rows: int = 100
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> FunctionConfig:
@@ -63,6 +67,8 @@ class FunctionConfig:
                 allow_pickle=_flag(environ, "ALLOW_PICKLE", False),
                 signing_key=environ.get("MODEL_SIGNING_KEY_ARN", "").strip() or None,
                 cors_allow_origins=_origins(environ),
+                capture_sample_rate=_number(environ, "CAPTURE_SAMPLE_RATE", 0.0, float, maximum=1.0),
+                capture_max_rows=_number(environ, "CAPTURE_MAX_ROWS", 100, int, minimum=1),
             )
         except ConfigError:
             raise
@@ -86,6 +92,42 @@ def _origins(environ: Mapping[str, str]) -> tuple[str, ...]:
     return origins
 
 
+DEFAULT_MONITOR_WINDOW = "7d"
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """The scheduled monitor function's settings."""
+
+    model_store: str
+    model_name: str
+    model_alias: str = DEFAULT_ALIAS
+    window: timedelta = timedelta(days=7)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> MonitorConfig:
+        base = FunctionConfig.from_env(environ)
+        text = environ.get("MONITOR_WINDOW", "").strip() or DEFAULT_MONITOR_WINDOW
+        try:
+            window = parse_window(text)
+        except ValueError as error:
+            raise ConfigError(f"MONITOR_WINDOW: {error}.") from None
+        return cls(base.model_store, base.model_name, base.model_alias, window)
+
+
+def parse_window(text: str) -> timedelta:
+    """`7d`, `24h`, `90m` or `2w` as a duration."""
+    units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+    value, unit = text.strip()[:-1], text.strip()[-1:].lower()
+    try:
+        amount = float(value)
+    except ValueError:
+        amount = math.nan
+    if unit not in units or not math.isfinite(amount) or amount <= 0:
+        raise ValueError(f"{text!r} is not a window; expected a number and a unit, like 7d, 24h or 90m")
+    return timedelta(**{units[unit]: amount})
+
+
 def _optional_name(key: str, environ: Mapping[str, str]) -> str | None:
     value = environ.get(key, "").strip()
     return check_name(key, value) if value else None
@@ -101,7 +143,12 @@ def _flag(environ: Mapping[str, str], key: str, default: bool) -> bool:
 
 
 def _number[T: (int, float)](
-    environ: Mapping[str, str], key: str, default: T, kind: type[T], minimum: T | None = None
+    environ: Mapping[str, str],
+    key: str,
+    default: T,
+    kind: type[T],
+    minimum: T | None = None,
+    maximum: T | None = None,
 ) -> T:
     raw = environ.get(key, "").strip()
     if not raw:
@@ -110,6 +157,10 @@ def _number[T: (int, float)](
         value = kind(raw)
     except ValueError:
         raise ConfigError(f"{key}={raw!r} is not a valid {kind.__name__}.") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}={raw!r} is not a finite number.")
     if value < (minimum if minimum is not None else 0):
         raise ConfigError(f"{key}={raw!r} must be at least {minimum if minimum is not None else 0}.")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{key}={raw!r} must be at most {maximum}.")
     return value

@@ -58,6 +58,15 @@ class ResponseTooLarge(RequestError):
     code = "response_too_large"
 
 
+class InvalidLabels(RequestError):
+    code = "invalid_labels"
+
+
+class TooManyLabels(RequestError):
+    status = 413
+    code = "too_many_labels"
+
+
 class RouteNotFound(RequestError):
     status = 404
     code = "not_found"

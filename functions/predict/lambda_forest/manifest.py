@@ -67,6 +67,8 @@ class Manifest:
     data_report: dict[str, Any] | None = None
     importances: dict[str, float] | None = None
     model_object: str | None = None  # the class `joblib.load(model.joblib)` returns; None: the bare forest
+    # The hold-out's predictions, for output drift: class shares, or a regressor's stats and frozen bins.
+    prediction_baseline: dict[str, Any] | None = None
     format: int = MANIFEST_FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
 

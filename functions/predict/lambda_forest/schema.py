@@ -2,41 +2,47 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from lambda_forest.artifact import Prediction
-from lambda_forest.errors import InvalidJson, InvalidRequest, LambdaForestError, TooManyInstances
-from lambda_forest.features import ValidatedRows, json_type, quote
+from lambda_forest.capture import MAX_ROW_ID_LENGTH
+from lambda_forest.errors import (
+    InvalidJson,
+    InvalidLabels,
+    InvalidRequest,
+    LambdaForestError,
+    RequestError,
+    TooManyInstances,
+    TooManyLabels,
+)
+from lambda_forest.features import ValidatedRows, category_text, json_type, quote
 from lambda_forest.manifest import Manifest
 
-REQUEST_KEYS = ("instances", "probabilities")
+REQUEST_KEYS = ("instances", "probabilities", "ids")
+FEEDBACK_KEYS = ("labels",)
+LABEL_KEYS = ("id", "label")
 
 
 @dataclass(frozen=True)
 class PredictRequest:
     instances: list[Any]
     probabilities: bool = True
+    ids: list[str] | None = None  # the caller's row ids, kept with captured rows for ground truth
 
 
 def parse_predict_body(body: str | bytes | None, max_rows: int) -> PredictRequest:
     """Check the request envelope; the rows themselves are checked against a model's features later."""
-    if body is None or (isinstance(body, str | bytes) and not body.strip()):
-        raise InvalidJson('The request body is empty; expected a JSON object like {"instances": [[...]]}.')
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise InvalidJson(f"The request body is not valid JSON: {error}.") from None
-    if not isinstance(payload, dict):
-        raise InvalidRequest(
-            f'The request body is a JSON {json_type(payload)}; expected an object like {{"instances": [[...]]}}.'
-        )
+    payload = _json_object(body, '{"instances": [[...]]}')
     unknown = sorted(set(payload) - set(REQUEST_KEYS))
     if unknown:
         raise InvalidRequest(
-            f"Unknown key(s) {', '.join(map(quote, unknown[:5]))}; expected only 'instances' and 'probabilities'."
+            f"Unknown key(s) {', '.join(map(quote, unknown[:5]))}; "
+            "expected only 'instances', 'probabilities' and 'ids'."
         )
     if "instances" not in payload:
         raise InvalidRequest("The request has no 'instances'; expected a non-empty list of rows.")
@@ -50,10 +56,38 @@ def parse_predict_body(body: str | bytes | None, max_rows: int) -> PredictReques
     probabilities = payload.get("probabilities", True)
     if not isinstance(probabilities, bool):
         raise InvalidRequest(f"'probabilities' is a JSON {json_type(probabilities)}; expected true or false.")
-    return PredictRequest(instances, probabilities)
+    ids = payload.get("ids")
+    if ids is not None:
+        _check_ids(ids, len(instances))
+    return PredictRequest(instances, probabilities, ids)
 
 
-def predict_response(manifest: Manifest, result: Prediction, rows: ValidatedRows | None = None) -> dict[str, Any]:
+def _check_ids(ids: Any, rows: int) -> None:
+    """`ids`: one distinct, non-empty string per row."""
+    if not isinstance(ids, list) or len(ids) != rows:
+        shape = f"a list of {len(ids)}" if isinstance(ids, list) else f"a JSON {json_type(ids)}"
+        raise InvalidRequest(f"'ids' is {shape}; expected a list of {rows} strings, one per row of 'instances'.")
+    first_seen: dict[str, int] = {}
+    for index, row_id in enumerate(ids):
+        check_row_id(row_id, f"ids[{index}]", InvalidRequest)
+        if row_id in first_seen:
+            raise InvalidRequest(
+                f"ids[{index}] {quote(row_id)} repeats ids[{first_seen[row_id]}]; ids must be distinct."
+            )
+        first_seen[row_id] = index
+
+
+def check_row_id(row_id: Any, where: str, error: type[RequestError] = InvalidLabels) -> None:
+    if not isinstance(row_id, str) or not row_id:
+        shown = "an empty string" if row_id == "" else f"a JSON {json_type(row_id)}"
+        raise error(f"{where} is {shown}; expected a non-empty string.")
+    if len(row_id) > MAX_ROW_ID_LENGTH:
+        raise error(f"{where} is {len(row_id)} characters long; at most {MAX_ROW_ID_LENGTH} are accepted.")
+
+
+def predict_response(
+    manifest: Manifest, result: Prediction, rows: ValidatedRows | None = None, request_id: str | None = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": {"name": manifest.name, "version": manifest.version},
         "predictions": result.predictions,
@@ -64,7 +98,73 @@ def predict_response(manifest: Manifest, result: Prediction, rows: ValidatedRows
             body["probabilities"] = result.probabilities
     if rows is not None and rows.warnings:
         body["warnings"] = rows.warning_dicts()
+    body["request_id"] = request_id
     return body
+
+
+def parse_feedback_body(body: str | bytes | None, manifest: Manifest, max_labels: int) -> list[tuple[str, Any]]:
+    """`{"labels": [{"id": "...", "label": ...}]}` checked against the model: (row id, label) pairs.
+
+    A classifier's label must be one of its classes (a number matches a class by its text, as
+    categories do) and is recorded as that class; a regressor's must be a finite number.
+    """
+    payload = _json_object(body, '{"labels": [{"id": "...", "label": ...}]}')
+    unknown = sorted(set(payload) - set(FEEDBACK_KEYS))
+    if unknown:
+        raise InvalidRequest(f"Unknown key(s) {', '.join(map(quote, unknown[:5]))}; expected only 'labels'.")
+    labels = payload.get("labels")
+    if not isinstance(labels, list) or not labels:
+        found = "empty" if labels == [] else ("missing" if labels is None else f"a JSON {json_type(labels)}")
+        raise InvalidRequest(f'\'labels\' is {found}; expected a non-empty list of {{"id": ..., "label": ...}}.')
+    if len(labels) > max_labels:
+        raise TooManyLabels(f"'labels' has {len(labels)} entries; at most {max_labels} are accepted per request.")
+    check = label_checker(manifest)
+    checked = []
+    for index, entry in enumerate(labels):
+        where = f"labels[{index}]"
+        if not isinstance(entry, dict) or set(entry) != set(LABEL_KEYS):
+            shown = f"keys {', '.join(map(quote, list(entry)[:5]))}" if isinstance(entry, dict) else None
+            raise InvalidLabels(
+                f"{where} is {shown or 'a JSON ' + json_type(entry)}; expected an object with exactly 'id' and 'label'."
+            )
+        check_row_id(entry["id"], f"{where}.id")
+        checked.append((entry["id"], check(entry["label"], f"{where}.label")))
+    return checked
+
+
+def label_checker(manifest: Manifest) -> Callable[[Any, str], Any]:
+    """`check(label, where)`: the label as recorded (a classifier's class, a regressor's number), or InvalidLabels."""
+    if not manifest.is_classifier:
+
+        def number(label: Any, where: str) -> float:
+            if type(label) not in (int, float) or not math.isfinite(label):
+                shown = "not finite" if type(label) in (int, float) else f"a JSON {json_type(label)}"
+                raise InvalidLabels(f"{where} is {shown}; expected a finite number (a regression target).")
+            return label
+
+        return number
+    classes = manifest.classes or []
+    by_text = {category_text(value): value for value in classes}
+
+    def known_class(label: Any, where: str) -> Any:
+        if isinstance(label, str | int | float) and category_text(label) in by_text:  # a bool matches "True"
+            return by_text[category_text(label)]
+        shown = ", ".join(quote(str(value)) for value in classes[:10]) + (", ..." if len(classes) > 10 else "")
+        raise InvalidLabels(f"{where} {quote(str(label))} is not a class of this model; expected one of {shown}.")
+
+    return known_class
+
+
+def _json_object(body: str | bytes | None, example: str) -> dict[str, Any]:
+    if body is None or (isinstance(body, str | bytes) and not body.strip()):
+        raise InvalidJson(f"The request body is empty; expected a JSON object like {example}.")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise InvalidJson(f"The request body is not valid JSON: {error}.") from None
+    if not isinstance(payload, dict):
+        raise InvalidRequest(f"The request body is a JSON {json_type(payload)}; expected an object like {example}.")
+    return payload
 
 
 def health_response(model: dict[str, str] | None) -> dict[str, Any]:

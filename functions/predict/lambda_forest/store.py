@@ -5,6 +5,9 @@
     {store}/{name}/versions/{version}/manifest.sig      the manifest's signature (signed models only)
     {store}/{name}/versions/{version}/manifest.json
     {store}/{name}/aliases/{alias}.json                 with its own signature (signed models only)
+    {store}/{name}/captures/YYYY/MM/DD/HH/{file}.jsonl[.gz]   captured predictions (one JSON line each)
+    {store}/{name}/labels/YYYY/MM/DD/HH/{file}.jsonl[.gz]     ground truth for captured rows
+    {store}/{name}/reports/{YYYYMMDDTHHMMSSZ}/report.json     monitoring reports (and report.html)
 
 A store is a local directory (the default for local work) or `s3://bucket/prefix`. Both sit behind
 `ModelStore`; backends implement five byte-level primitives and translate their own failures into
@@ -15,14 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import gzip
 import json
 import os
 import re
 import tempfile
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +49,14 @@ MODEL_FILE = "model.joblib"
 MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "manifest.sig"
 DEFAULT_ALIAS = "live"
+
+# Record directories (shared/DESIGN.md section 6): JSON lines partitioned by the UTC hour they arrived in,
+# the layout Amazon Data Firehose writes in AWS and `write_records` writes everywhere else.
+CAPTURES = "captures"
+LABELS = "labels"
+RECORD_KINDS = (CAPTURES, LABELS)
+REPORTS = "reports"
+_GZIP_MAGIC = b"\x1f\x8b"
 
 # Names become path segments and S3 keys: keep them to a safe alphabet so nothing escapes its prefix.
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -299,6 +312,72 @@ class ModelStore(ABC):
                 "Check `list` and run the command again."
             ) from None
         return moved
+
+    # Captured predictions and labels: immutable objects of JSON lines, one directory per UTC hour.
+
+    @staticmethod
+    def records_prefix(name: str, kind: str) -> str:
+        if kind not in RECORD_KINDS:
+            raise ValueError(f"unknown record kind {kind!r}")
+        return f"{check_name('model name', name)}/{kind}/"
+
+    def write_records(self, name: str, kind: str, lines: list[bytes], when: datetime | None = None) -> str:
+        """Write `lines` as one new object under the hour of `when` (now); returns its key."""
+        when = (when or datetime.now(UTC)).astimezone(UTC)
+        key = f"{self.records_prefix(name, kind)}{when:%Y/%m/%d/%H}/{when:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}.jsonl"
+        try:
+            self._create(key, b"".join(line.rstrip(b"\n") + b"\n" for line in lines))
+        except _Conflict:  # a 48-bit random suffix: only a broken random source gets here
+            raise StoreError(f"A {kind} file named {key} already exists.") from None
+        return key
+
+    def list_records(
+        self, name: str, kind: str, since: datetime | None = None, until: datetime | None = None
+    ) -> list[str]:
+        """Keys of the record files whose hour overlaps [since, until], oldest first.
+
+        Only the days in the window are listed, so a short window over a long history stays cheap.
+        """
+        prefix = self.records_prefix(name, kind)
+        if since is None:
+            keys = self._list(prefix)
+        else:
+            since = since.astimezone(UTC)
+            last_day = (until or datetime.now(UTC)).astimezone(UTC).date()
+            day, keys = since.date(), []
+            while day <= last_day:
+                keys.extend(self._list(f"{prefix}{day:%Y/%m/%d}/"))
+                day += timedelta(days=1)
+        first_hour = since.astimezone(UTC).strftime("%Y/%m/%d/%H") if since else ""
+        last_hour = until.astimezone(UTC).strftime("%Y/%m/%d/%H") if until else "9999"
+        return sorted(key for key in keys if first_hour <= key[len(prefix) : len(prefix) + 13] <= last_hour)
+
+    def read_records(self, key: str) -> bytes:
+        """A record file's lines, gunzipped when Firehose compressed it."""
+        try:
+            data = self._read(key)
+        except _Missing:
+            raise NotInStore(f"The record file {key} is not in the store.", detail=f"store {self.uri}") from None
+        return gzip.decompress(data) if data[:2] == _GZIP_MAGIC else data
+
+    # Monitoring reports.
+
+    def write_report(self, name: str, stamp: str, files: dict[str, bytes]) -> list[str]:
+        """Write one monitoring run's files under reports/{stamp}/; returns their keys."""
+        prefix = f"{check_name('model name', name)}/{REPORTS}/{check_name('report', stamp)}/"
+        keys = []
+        for filename, data in files.items():
+            key = prefix + check_name("file name", filename)
+            try:
+                self._create(key, data)
+            except _Conflict:
+                raise StoreError(f"A report {key} already exists.") from None
+            keys.append(key)
+        return keys
+
+    def location(self, key: str) -> str:
+        """Where a key is, for people: a path or an s3:// URI."""
+        return f"{self.uri.rstrip('/')}/{key}"
 
 
 class LocalStore(ModelStore):
