@@ -162,16 +162,24 @@ def predict() -> Response:
     result = run_prediction(model, rows.matrix, request.probabilities)
     body = predict_response(model.manifest, result, rows, request_id())
     response = json_within_lambda_limit(body, len(rows.matrix))
+    capture_prediction(model, request.instances, body, request.ids)
+    return response
+
+
+def capture_prediction(model: LoadedModel, instances: list[Any], body: dict[str, Any], ids: list[str] | None) -> None:
+    """Record a sampled request for monitoring (shared/DESIGN.md section 6); never fails or slows the answer.
+
+    `body` holds the answer in /predict's shape (predictions, probabilities, warnings, request_id).
+    """
     if capturer.sampled():
         capturer.capture(
-            request_id=body["request_id"],
+            request_id=body.get("request_id") or request_id(),
             response=body,
             features=model.manifest.feature_names,
-            instances=request.instances,
-            ids=request.ids,
+            instances=instances,
+            ids=ids,
             alias=None if config.model_version else config.model_alias,
         )
-    return response
 
 
 @route("POST", "/feedback")
