@@ -3,7 +3,8 @@
 Serving paths: `sklearn` (model.joblib, full layer) and `compiled` (forest.npz, full or lean layer), for
 the iris forest and a large one (100 trees, 100,000 rows x 50 features). Cold starts run the `sam build`
 output under the Runtime Interface Emulator in fresh processes; warm figures come from the handler
-called in a fresh process per model. Prints a Markdown table with ratios; needs `make build` first.
+called in a fresh process per model. Prints a Markdown table with ratios, then what mixed tables cost
+(`benchmarks.tables`); needs `make build` first.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import tables
 from benchmarks.models import BenchModel, prepare
 from local_lambda.emulator import BUILD_DIR, Emulator, layer_dir, local_environment
 from local_lambda.events import json_event
@@ -117,6 +119,7 @@ def main() -> None:
                 figures.update(warm(model, path))
             rows.append(figures)
     report(models, rows)
+    tables.report()  # row validation and a 10,000-row mixed request
 
 
 def report(models: list[BenchModel], rows: list[dict[str, Any]]) -> None:

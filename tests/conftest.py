@@ -81,6 +81,96 @@ def with_missing_values(rows: int, features: int, trees: int) -> tuple[Any, Any]
     return RandomForestClassifier(n_estimators=trees, random_state=0).fit(X, y), X
 
 
+# A mixed table (text and integer categories, blanks, an id, two targets) and the models trained on it.
+
+MIXED_ROWS = 300
+
+
+def mixed_frame(seed: int = 0) -> Any:
+    """A loans-like table: text and integer categories, blanks in numeric and text columns, an id, two targets."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    region = rng.choice(["north", "south", "west"], MIXED_ROWS).astype(object)
+    region[rng.random(MIXED_ROWS) < 0.1] = None
+    income = rng.normal(50_000, 15_000, MIXED_ROWS).round(2)
+    employment = rng.choice(["contract", "permanent", "self"], MIXED_ROWS).astype(object)
+    employment[rng.random(MIXED_ROWS) < 0.1] = None
+    cylinders = rng.choice([4, 6, 8], MIXED_ROWS)
+    owner = rng.random(MIXED_ROWS) < 0.5
+    score = (income / 10_000 + (region == "south") * 2 - (employment == "contract") * 1.5 + cylinders / 4).astype(float)
+    income[rng.random(MIXED_ROWS) < 0.1] = np.nan
+    outcome = np.where(score + rng.normal(0, 0.5, MIXED_ROWS) > np.nanmedian(score), "repaid", "defaulted").astype(
+        object
+    )
+    outcome[:5] = None  # rows without a target: dropped and counted
+    frame = pd.DataFrame(
+        {
+            "customer_id": [f"C{index:05d}" for index in range(MIXED_ROWS)],
+            "region": region,
+            "income": income,
+            "employment": employment,
+            "cylinders": cylinders,
+            "owner": owner,
+            "outcome": outcome,
+            "amount": (score * 1000 + rng.normal(0, 100, MIXED_ROWS)).round(2),
+        }
+    )
+    return pd.concat([frame, frame.iloc[[10, 11]]], ignore_index=True)  # two duplicate rows
+
+
+@pytest.fixture(scope="session")
+def mixed_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tables") / "loans.csv"
+    mixed_frame().to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_loans(mixed_csv: Path) -> Any:
+    from training.forest import ForestParams, train
+    from training.tables import TableOptions, load_table
+
+    data = load_table(str(mixed_csv), "outcome", options=TableOptions(categorical=("cylinders",), drop=("amount",)))
+    return train(data, ForestParams(n_estimators=12, n_jobs=1), progress=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def trained_amounts(mixed_csv: Path) -> Any:
+    from training.forest import ForestParams, train
+    from training.tables import TableOptions, load_table
+
+    data = load_table(str(mixed_csv), "amount", options=TableOptions(categorical=("cylinders",), drop=("outcome",)))
+    return train(data, ForestParams(n_estimators=8, max_depth=8, n_jobs=1), progress=lambda _: None)
+
+
+def data_scientists_model(store: Any, manifest: Any) -> Any:
+    """model.joblib as a data scientist loads it (one thread, so its sums run in a fixed order)."""
+    import io
+
+    import joblib
+
+    model = joblib.load(io.BytesIO(store.read_file(manifest.name, manifest.version, "model.joblib")))
+    model[-1].n_jobs = None
+    return model
+
+
+def request_rows(trained: Any) -> list[Any]:
+    """Hold-out rows as a client sends them, list- and object-shaped, plus unknown categories and nulls."""
+    from training.forest import json_rows
+
+    schema = trained.data.features
+    rows: list[Any] = json_rows(trained.holdout_X, schema)
+    rows += [
+        ["east", 51_000.0, "retired", 6, False],
+        [None, None, None, None, None],
+        ["north", 48_000.5, "permanent", 12, True],
+        {"region": "south", "income": 70_000, "employment": "self", "cylinders": "8", "owner": True},
+    ]
+    return rows
+
+
 # Stores.
 
 

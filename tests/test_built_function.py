@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 
 from lambda_forest.front_doors import FRONT_DOORS, REST_API
+from lambda_forest.manifest import Manifest
 from lambda_forest.native import LIBRARY_FILE
 from local_lambda.emulator import Emulator, host_architecture, layer_dir, local_environment
 from local_lambda.http_api import make_server
-from tests.conftest import EVENTS, free_port, load_event, publish_model
+from tests.conftest import EVENTS, data_scientists_model, free_port, load_event, publish_model, request_rows
 from tests.test_api import EXPECTED
 from tests.test_template import run_tool
 
@@ -152,6 +153,38 @@ def test_emulated_predictions_equal_the_estimators(emulator: Emulator, trained_i
     assert body["predictions"] == trained_iris.estimator.predict(rows).tolist()
     assert np.array_equal(np.array(body["probabilities"]), trained_iris.estimator.predict_proba(rows))
     assert '"walk":"native"' in emulator.logs()  # the layer's walker, found on LD_LIBRARY_PATH as on Lambda
+
+
+@pytest.fixture(scope="module")
+def loans_store(tmp_path_factory: pytest.TempPathFactory, trained_loans: Any) -> Any:
+    from lambda_forest.store import LocalStore
+
+    store = LocalStore(tmp_path_factory.mktemp("loans"))
+    publish_model(store, trained_loans, name="loans")
+    return store
+
+
+def test_a_mixed_table_model_answers_exactly_through_the_built_function(
+    build_dir: Path, loans_store: Any, trained_loans: Any
+) -> None:
+    from local_lambda.events import json_event
+    from training.forest import table_of
+
+    rows = request_rows(trained_loans)
+    with Emulator(local_environment(loans_store.uri, "loans"), build_dir=build_dir) as running:
+        response = running.invoke(json_event("POST", "/predict", {"instances": rows}))
+        model_route = json.loads(running.invoke(json_event("GET", "/model", None))["body"])
+    assert response["statusCode"] == 200, response
+    body = json.loads(response["body"])
+    schema = trained_loans.data.features
+    as_lists = [row if isinstance(row, list) else [row[name] for name in schema.names] for row in rows]
+    raw = table_of(as_lists, schema, trained_loans.holdout_X)
+    (version,) = loans_store.list_versions("loans")
+    model = data_scientists_model(loans_store, Manifest.from_json(loans_store.read_manifest("loans", version)))
+    assert body["predictions"] == model.predict(raw).tolist()
+    assert np.array_equal(np.array(body["probabilities"]), model.predict_proba(raw))
+    assert {warning["feature"] for warning in body["warnings"]} == {"region", "employment", "cylinders"}
+    assert [feature["type"] for feature in model_route["features"]][:2] == ["categorical", "numeric"]
 
 
 def http(

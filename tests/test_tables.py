@@ -14,60 +14,9 @@ import pytest
 
 from lambda_forest.manifest import Manifest
 from lambda_forest.store import open_store
-from tests.conftest import api_event, publish_model
+from tests.conftest import api_event, data_scientists_model, publish_model, request_rows
 from training.cli import main
-from training.forest import ForestParams, json_rows, table_of, train
-from training.tables import TableOptions, load_table
-
-ROWS = 300
-
-
-def mixed_frame(seed: int = 0) -> pd.DataFrame:
-    """A loans-like table: text and integer categories, blanks in numeric and text columns, an id, two targets."""
-    rng = np.random.default_rng(seed)
-    region = rng.choice(["north", "south", "west"], ROWS).astype(object)
-    region[rng.random(ROWS) < 0.1] = None
-    income = rng.normal(50_000, 15_000, ROWS).round(2)
-    employment = rng.choice(["contract", "permanent", "self"], ROWS).astype(object)
-    employment[rng.random(ROWS) < 0.1] = None
-    cylinders = rng.choice([4, 6, 8], ROWS)
-    owner = rng.random(ROWS) < 0.5
-    score = (income / 10_000 + (region == "south") * 2 - (employment == "contract") * 1.5 + cylinders / 4).astype(float)
-    income[rng.random(ROWS) < 0.1] = np.nan
-    outcome = np.where(score + rng.normal(0, 0.5, ROWS) > np.nanmedian(score), "repaid", "defaulted").astype(object)
-    outcome[:5] = None  # rows without a target: dropped and counted
-    frame = pd.DataFrame(
-        {
-            "customer_id": [f"C{index:05d}" for index in range(ROWS)],
-            "region": region,
-            "income": income,
-            "employment": employment,
-            "cylinders": cylinders,
-            "owner": owner,
-            "outcome": outcome,
-            "amount": (score * 1000 + rng.normal(0, 100, ROWS)).round(2),
-        }
-    )
-    return pd.concat([frame, frame.iloc[[10, 11]]], ignore_index=True)  # two duplicate rows
-
-
-@pytest.fixture(scope="module")
-def mixed_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("tables") / "loans.csv"
-    mixed_frame().to_csv(path, index=False)
-    return path
-
-
-@pytest.fixture(scope="module")
-def trained_loans(mixed_csv: Path) -> Any:
-    data = load_table(str(mixed_csv), "outcome", options=TableOptions(categorical=("cylinders",), drop=("amount",)))
-    return train(data, ForestParams(n_estimators=12, n_jobs=1), progress=lambda _: None)
-
-
-@pytest.fixture(scope="module")
-def trained_amounts(mixed_csv: Path) -> Any:
-    data = load_table(str(mixed_csv), "amount", options=TableOptions(categorical=("cylinders",), drop=("outcome",)))
-    return train(data, ForestParams(n_estimators=8, max_depth=8, n_jobs=1), progress=lambda _: None)
+from training.forest import json_rows, table_of
 
 
 def test_columns_get_their_types_and_the_report_counts_rows(trained_loans: Any) -> None:
@@ -87,26 +36,6 @@ def test_columns_get_their_types_and_the_report_counts_rows(trained_loans: Any) 
         {"name": "amount", "reason": "dropped with --drop"},
     ]
     assert data.report.to_dict() == {"rows_read": 302, "rows_used": 297, "rows_without_target": 5, "duplicate_rows": 2}
-
-
-def data_scientists_model(store: Any, manifest: Manifest) -> Any:
-    """model.joblib as a data scientist loads it (one thread, so its sums run in a fixed order)."""
-    model = joblib.load(io.BytesIO(store.read_file(manifest.name, manifest.version, "model.joblib")))
-    model[-1].n_jobs = None
-    return model
-
-
-def request_rows(trained: Any) -> list[Any]:
-    """Hold-out rows as a client sends them, list- and object-shaped, plus unknown categories and nulls."""
-    schema = trained.data.features
-    rows: list[Any] = json_rows(trained.holdout_X, schema)
-    rows += [
-        ["east", 51_000.0, "retired", 6, False],
-        [None, None, None, None, None],
-        ["north", 48_000.5, "permanent", 12, True],
-        {"region": "south", "income": 70_000, "employment": "self", "cylinders": "8", "owner": True},
-    ]
-    return rows
 
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "joblib"])
