@@ -500,16 +500,7 @@ def test_reports_are_written_under_reports_and_never_overwritten(store: Any) -> 
 # On a real mixed-table model (issue 9's features), end to end through the handler.
 
 
-@pytest.fixture(scope="module")
-def trained_loans(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from tests.test_tables import mixed_frame
-    from training.forest import ForestParams, train
-    from training.tables import TableOptions, load_table
-
-    path = tmp_path_factory.mktemp("loans") / "loans.csv"
-    mixed_frame().to_csv(path, index=False)
-    data = load_table(str(path), "outcome", options=TableOptions(categorical=("cylinders",), drop=("amount",)))
-    return train(data, ForestParams(n_estimators=12, n_jobs=1), progress=lambda _: None)
+# `trained_loans` (tests/conftest.py): the loans-like table's classifier.
 
 
 def ship(invoke: Any, store: Any, name: str) -> None:
@@ -524,7 +515,7 @@ def ship(invoke: Any, store: Any, name: str) -> None:
 
 
 def loan_rows(rng: np.random.Generator, count: int, income_shift: float = 0.0, east: float = 0.0) -> list[dict]:
-    from tests.test_tables import mixed_frame
+    from tests.conftest import mixed_frame
 
     frame = mixed_frame(seed=int(rng.integers(1000)))
     frame = frame.sample(count, replace=True, random_state=int(rng.integers(1000)))
