@@ -32,6 +32,13 @@ EXPECTED = {
     "bad-not-a-number.json": (400, "invalid_instances"),
     "not-found.json": (404, "not_found"),
     "method-not-allowed.json": (405, "method_not_allowed"),
+    # Other protocols: MLflow and CSV bodies, KServe V1, the Open Inference Protocol (V2).
+    "predict-mlflow-split.json": (200, None),
+    "predict-csv.json": (200, None),
+    "invocations.json": (200, None),
+    "kserve-v1-predict.json": (200, None),
+    "open-inference-infer.json": (200, None),
+    "open-inference-bad-shape.json": (400, None),
     # Every front door, made with `sam local generate-event` (python -m local_lambda.sample_events).
     "rest-api-predict.json": (200, None),
     "rest-api-health.json": (200, None),

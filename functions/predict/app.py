@@ -9,9 +9,11 @@ in `reply_with_error`.
 from __future__ import annotations
 
 import functools
+import re
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -43,11 +45,16 @@ from lambda_forest.errors import (
 )
 from lambda_forest.features import ValidatedRows
 from lambda_forest.front_doors import FUNCTION_URL, HTTP_API, REST_API, front_door
+from lambda_forest.manifest import Manifest
 from lambda_forest.model_cache import LoadedModel, LoadPolicy, ModelCache, load_version
+from lambda_forest.protocols import check_model_name, csv_body, error_body
+from lambda_forest.protocols.shapes import check
 from lambda_forest.schema import (
-    error_response,
+    PredictRequest,
     health_response,
     parse_feedback_body,
+    parse_invocations_body,
+    parse_json,
     parse_predict_body,
     predict_response,
 )
@@ -71,13 +78,13 @@ logger = Logger()
 metrics = Metrics()
 tracer = Tracer()
 router = Router()
-ROUTES: dict[str, list[str]] = {}  # path -> methods: for 405 answers and 404 messages
+ROUTES: list[tuple[re.Pattern[str], str, str]] = []  # (path pattern, method, rule): for 405 answers and 404s
 
 
-def route[F: Callable[..., Any]](method: str, path: str) -> Callable[[F], F]:
-    """Register a route on the shared router: every front door serves it."""
-    ROUTES.setdefault(path, []).append(method)
-    return router.route(path, method)
+def route[F: Callable[..., Any]](method: str, rule: str) -> Callable[[F], F]:
+    """Register a route on the shared router: every front door serves it (`<name>` is a path segment)."""
+    ROUTES.append((re.compile("^" + re.sub(r"<\w+>", "[^/]+", rule) + "$"), method, rule))
+    return router.route(rule, method)
 
 
 def record_load(loaded: LoadedModel) -> None:
@@ -153,31 +160,57 @@ except ImportError:
     pass
 
 
+@dataclass(frozen=True)
+class Served:
+    """A prediction and what it was made from, for a protocol to answer with."""
+
+    manifest: Manifest
+    rows: ValidatedRows
+    result: Prediction
+
+
+def serve(request: PredictRequest) -> Served:
+    """Every protocol's prediction: THE validator on the request's rows, then the forest."""
+    model = models.get()
+    rows = model.manifest.schema.validate(request.instances, text=request.text, row_label=request.row_label)
+    record_row_quality(rows)
+    return Served(model.manifest, rows, run_prediction(model, rows.matrix, request.probabilities))
+
+
+def predict_request(
+    max_rows: int, parse_json_body: Callable[[str | None, int], PredictRequest] = parse_predict_body
+) -> PredictRequest:
+    """The rows of a /predict or /invocations body: CSV, or JSON read by `parse_json_body`."""
+    if csv_body.is_csv(router.current_event.headers.get("content-type")):
+        return csv_body.parse(request_body(), models.get().manifest.feature_names, max_rows)
+    return parse_json_body(request_body(), max_rows)
+
+
+# The native protocol, which also takes MLflow's bodies and CSV; the health checks.
+
+
 @route("POST", "/predict")
 def predict() -> Response:
-    request = parse_predict_body(request_body(), config.max_batch_rows)
-    model = models.get()
-    rows = model.manifest.schema.validate(request.instances)
-    record_row_quality(rows)
-    result = run_prediction(model, rows.matrix, request.probabilities)
-    body = predict_response(model.manifest, result, rows, request_id())
-    response = json_within_lambda_limit(body, len(rows.matrix))
-    capture_prediction(model, request.instances, body, request.ids)
+    request = predict_request(config.max_batch_rows)
+    served = serve(request)
+    response = json_within_lambda_limit(
+        predict_response(served.manifest, served.result, served.rows, request_id()), len(served.rows.matrix)
+    )
+    capture_prediction(request, served)
     return response
 
 
-def capture_prediction(model: LoadedModel, instances: list[Any], body: dict[str, Any], ids: list[str] | None) -> None:
-    """Record a sampled request for monitoring (shared/DESIGN.md section 6); never fails or slows the answer.
-
-    `body` holds the answer in /predict's shape (predictions, probabilities, warnings, request_id).
-    """
+def capture_prediction(request: PredictRequest, served: Served) -> None:
+    """Record a sampled request of any protocol for monitoring (shared/DESIGN.md section 6), in /predict's
+    shape (predictions, probabilities, warnings, request_id); never fails or slows the answer."""
     if capturer.sampled():
+        body = predict_response(served.manifest, served.result, served.rows, request_id())
         capturer.capture(
             request_id=body.get("request_id") or request_id(),
             response=body,
-            features=model.manifest.feature_names,
-            instances=instances,
-            ids=ids,
+            features=served.manifest.feature_names,
+            instances=request.instances,
+            ids=request.ids,
             alias=None if config.model_version else config.model_alias,
         )
 
@@ -217,9 +250,111 @@ def describe_model() -> dict[str, Any]:
 
 
 @route("GET", "/health")
+@route("GET", "/ping")  # SageMaker's health check
 def health() -> dict[str, Any]:
     current = models.current
     return health_response(current.identity if current else None)
+
+
+# MLflow's scoring protocol on SageMaker's path.
+
+
+@route("POST", "/invocations")
+def invocations() -> Response:
+    request = predict_request(config.max_batch_rows, parse_invocations_body)
+    served = serve(replace(request, probabilities=False))
+    return json_within_lambda_limit({"predictions": served.result.predictions}, len(served.rows.matrix))
+
+
+# KServe's V1 protocol (imported on first use: most functions never see it).
+
+
+@route("GET", "/v1/models")
+def v1_models() -> dict[str, Any]:
+    return {"models": [config.model_name]}
+
+
+@route("GET", "/v1/models/<name>")
+def v1_model(name: str) -> dict[str, Any]:
+    check_model_name(name, config.model_name)
+    models.get()
+    return {"name": name, "ready": True}
+
+
+@route("POST", "/v1/models/<target>")
+def v1_predict(target: str) -> Response:
+    from lambda_forest.protocols import kserve_v1
+
+    name, _ = kserve_v1.split_target(target)
+    check_model_name(name, config.model_name)
+    payload = parse_json(request_body(), '{"instances": [[...]]}')
+    check(payload, kserve_v1.PREDICT_REQUEST)
+    served = serve(kserve_v1.predict_request(payload, config.max_batch_rows))
+    return json_within_lambda_limit(kserve_v1.predict_response(served.result), len(served.rows.matrix))
+
+
+# The Open Inference Protocol (KServe V2), imported on first use.
+
+
+@route("GET", "/v2")
+def v2_server() -> dict[str, Any]:
+    from lambda_forest.protocols import open_inference
+
+    return open_inference.SERVER
+
+
+@route("GET", "/v2/health/live")
+def v2_live() -> dict[str, Any]:
+    return {"live": True}
+
+
+@route("GET", "/v2/health/ready")
+def v2_ready() -> dict[str, Any]:
+    models.get()  # ready when the model loads; a 503 says why not
+    return {"ready": True}
+
+
+@route("GET", "/v2/models/<name>")
+@route("GET", "/v2/models/<name>/versions/<version>")
+def v2_model(name: str, version: str | None = None) -> dict[str, Any]:
+    from lambda_forest.protocols import open_inference
+
+    manifest = v2_manifest(name, version)
+    return open_inference.model_metadata(manifest)
+
+
+@route("GET", "/v2/models/<name>/ready")
+@route("GET", "/v2/models/<name>/versions/<version>/ready")
+def v2_model_ready(name: str, version: str | None = None) -> dict[str, Any]:
+    v2_manifest(name, version)
+    return {"name": name, "ready": True}
+
+
+@route("POST", "/v2/models/<name>/infer")
+@route("POST", "/v2/models/<name>/versions/<version>/infer")
+def v2_infer(name: str, version: str | None = None) -> Response:
+    from lambda_forest.protocols import open_inference
+
+    manifest = v2_manifest(name, version)
+    payload = parse_json(request_body(), '{"inputs": [{"name": ..., "shape": ..., "datatype": ..., "data": ...}]}')
+    check(payload, open_inference.INFER_REQUEST)
+    outputs = open_inference.requested_outputs(payload, manifest)
+    request = open_inference.predict_request(
+        payload, manifest.schema, config.max_batch_rows, probabilities=open_inference.PREDICT_PROBA in outputs
+    )
+    served = serve(request)
+    answer = open_inference.infer_response(served.manifest, served.result, outputs, payload.get("id"))
+    return json_within_lambda_limit(answer, len(served.rows.matrix))
+
+
+def v2_manifest(name: str, version: str | None) -> Manifest:
+    """The served model's manifest, when the path names it (and its version, if it names one)."""
+    from lambda_forest.protocols import open_inference
+
+    check_model_name(name, config.model_name)
+    manifest = models.get().manifest
+    open_inference.check_version(version, manifest)
+    return manifest
 
 
 @tracer.capture_method(capture_response=False)
@@ -252,11 +387,12 @@ def request_body() -> str | None:
 @router.exception_handler(NotFoundError)
 def route_not_found(_: Exception) -> Response:
     event = router.current_event
-    allowed = ROUTES.get(event.path.rstrip("/") or "/")
+    path = event.path.rstrip("/") or "/"
+    allowed = list(dict.fromkeys(method for pattern, method, _ in ROUTES if pattern.match(path)))
     if allowed:
         message = f"{event.http_method} is not allowed on {event.path}; use {', '.join(allowed)}."
         return reply_with_error(MethodNotAllowed(message, allowed=allowed))
-    routes = ", ".join(f"{method} {path}" for path, methods in ROUTES.items() for method in methods)
+    routes = ", ".join(f"{method} {rule}" for _, method, rule in ROUTES)
     return reply_with_error(RouteNotFound(f"No route {event.path}; the routes are {routes}."))
 
 
@@ -292,7 +428,7 @@ def reply_with_error(error: LambdaForestError) -> Response:
     return Response(
         status_code=error.status,
         content_type=content_types.APPLICATION_JSON,
-        body=error_response(error, request_id()),
+        body=error_body(router.current_event.path, error, request_id()),
         headers=headers,
     )
 

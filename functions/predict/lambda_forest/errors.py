@@ -46,6 +46,22 @@ class InvalidInstances(RequestError):
     code = "invalid_instances"
 
 
+class InvalidCsv(RequestError):
+    code = "invalid_csv"
+
+
+class UnsupportedMediaType(RequestError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class ModelNotFound(RequestError):
+    """A path names a model (or a version) that this function does not serve."""
+
+    status = 404
+    code = "model_not_found"
+
+
 class TooManyInstances(RequestError):
     status = 413
     code = "too_many_instances"

@@ -1,9 +1,13 @@
-"""The HTTP API's request and response shapes (shared/DESIGN.md section 3), free of any event format."""
+"""The native HTTP API's request and response shapes (shared/DESIGN.md section 3), free of any event format.
+
+Request shapes are data (`lambda_forest.protocols.shapes`): they check request envelopes here and become
+the OpenAPI document (`lambda_forest.openapi`). The rows inside are checked by the model's feature schema.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,53 +24,93 @@ from lambda_forest.errors import (
     TooManyInstances,
     TooManyLabels,
 )
-from lambda_forest.features import ValidatedRows, category_text, json_type, quote
+from lambda_forest.features import RowLabel, ValidatedRows, category_text, instances_row, json_type, quote
 from lambda_forest.manifest import Manifest
+from lambda_forest.protocols import mlflow
+from lambda_forest.protocols.shapes import check, obj, rows
 
-REQUEST_KEYS = ("instances", "probabilities", "ids")
 FEEDBACK_KEYS = ("labels",)
 LABEL_KEYS = ("id", "label")
 
 
+# The options a /predict body may carry beside its rows, whatever form the rows come in.
+PREDICT_OPTIONS: dict[str, Any] = {
+    "probabilities": {
+        "type": "boolean",
+        "default": True,
+        "description": "include classes and probabilities (classifiers); false leaves them out",
+    },
+    "ids": {
+        "type": "array",
+        "items": {"type": "string", "minLength": 1, "maxLength": MAX_ROW_ID_LENGTH},
+        "description": "your own row ids, one distinct string per row, kept with captured rows for ground truth",
+    },
+}
+INSTANCES_FORM = obj(
+    {"instances": rows("rows as lists in feature_names order, or objects by feature name"), **PREDICT_OPTIONS},
+    required=("instances",),
+    title="instances",
+)
+# /predict takes the native body or any MLflow body, with the same options.
+PREDICT_REQUEST = {"oneOf": [INSTANCES_FORM, *mlflow.request_forms(PREDICT_OPTIONS)]}
+EXAMPLE = '{"instances": [[...]]}'
+
+
 @dataclass(frozen=True)
 class PredictRequest:
-    instances: list[Any]
+    """Rows for THE validator (lambda_forest.features), whatever protocol brought them, and the options."""
+
+    instances: Sequence[Any]
     probabilities: bool = True
+    text: bool = False  # cells are text (CSV, BYTES tensors): the validator parses them
+    row_label: RowLabel = instances_row  # how messages name a row
     ids: list[str] | None = None  # the caller's row ids, kept with captured rows for ground truth
 
 
+def parse_json(body: str | bytes | None, example: str = EXAMPLE) -> Any:
+    """The JSON value of a request body; InvalidJson says what was wrong (`example` shows what is expected)."""
+    if body is None or (isinstance(body, str | bytes) and not body.strip()):
+        raise InvalidJson(f"The request body is empty; expected a JSON object like {example}.")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise InvalidJson(f"The request body is not valid JSON: {error}.") from None
+
+
+def check_row_count(count: int, max_rows: int, what: str = "'instances'") -> None:
+    if count > max_rows:
+        raise TooManyInstances(f"{what} has {count} rows; at most {max_rows} are accepted per request.")
+
+
 def parse_predict_body(body: str | bytes | None, max_rows: int) -> PredictRequest:
-    """Check the request envelope; the rows themselves are checked against a model's features later."""
-    payload = _json_object(body, '{"instances": [[...]]}')
-    unknown = sorted(set(payload) - set(REQUEST_KEYS))
-    if unknown:
-        raise InvalidRequest(
-            f"Unknown key(s) {', '.join(map(quote, unknown[:5]))}; "
-            "expected only 'instances', 'probabilities' and 'ids'."
-        )
-    if "instances" not in payload:
-        raise InvalidRequest("The request has no 'instances'; expected a non-empty list of rows.")
-    instances = payload["instances"]
-    if not isinstance(instances, list):
-        raise InvalidRequest(f"'instances' is a JSON {json_type(instances)}; expected a non-empty list of rows.")
-    if not instances:
-        raise InvalidRequest("'instances' is empty; expected at least one row.")
-    if len(instances) > max_rows:
-        raise TooManyInstances(f"'instances' has {len(instances)} rows; at most {max_rows} are accepted per request.")
-    probabilities = payload.get("probabilities", True)
-    if not isinstance(probabilities, bool):
-        raise InvalidRequest(f"'probabilities' is a JSON {json_type(probabilities)}; expected true or false.")
-    ids = payload.get("ids")
-    if ids is not None:
-        _check_ids(ids, len(instances))
-    return PredictRequest(instances, probabilities, ids)
+    """Check a /predict JSON body (native or MLflow); the rows themselves are checked against a model later."""
+    payload = parse_json(body)
+    form = check(payload, PREDICT_REQUEST)
+    options = {key: payload[key] for key in PREDICT_OPTIONS if key in payload}
+    if form is INSTANCES_FORM:
+        instances, label = payload["instances"], instances_row
+    else:
+        instances, label = mlflow.rows_of(payload)
+    check_row_count(len(instances), max_rows, "The request" if form is not INSTANCES_FORM else "'instances'")
+    if "ids" in options:
+        _check_ids(options["ids"], len(instances))
+    return PredictRequest(instances, row_label=label, **options)
+
+
+def parse_invocations_body(body: str | bytes | None, max_rows: int) -> PredictRequest:
+    """Check an /invocations JSON body (MLflow's scoring protocol), which answers predictions only."""
+    payload = parse_json(body)
+    check(payload, mlflow.INVOCATIONS_REQUEST)
+    instances, label = mlflow.rows_of(payload)
+    check_row_count(len(instances), max_rows, "The request")
+    return PredictRequest(instances, probabilities=False, row_label=label)
 
 
 def _check_ids(ids: Any, rows: int) -> None:
     """`ids`: one distinct, non-empty string per row."""
     if not isinstance(ids, list) or len(ids) != rows:
         shape = f"a list of {len(ids)}" if isinstance(ids, list) else f"a JSON {json_type(ids)}"
-        raise InvalidRequest(f"'ids' is {shape}; expected a list of {rows} strings, one per row of 'instances'.")
+        raise InvalidRequest(f"'ids' is {shape}; expected a list of {rows} strings, one per row.")
     first_seen: dict[str, int] = {}
     for index, row_id in enumerate(ids):
         check_row_id(row_id, f"ids[{index}]", InvalidRequest)
@@ -156,12 +200,7 @@ def label_checker(manifest: Manifest) -> Callable[[Any, str], Any]:
 
 
 def _json_object(body: str | bytes | None, example: str) -> dict[str, Any]:
-    if body is None or (isinstance(body, str | bytes) and not body.strip()):
-        raise InvalidJson(f"The request body is empty; expected a JSON object like {example}.")
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise InvalidJson(f"The request body is not valid JSON: {error}.") from None
+    payload = parse_json(body, example)
     if not isinstance(payload, dict):
         raise InvalidRequest(f"The request body is a JSON {json_type(payload)}; expected an object like {example}.")
     return payload

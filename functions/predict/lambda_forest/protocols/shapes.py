@@ -1,0 +1,166 @@
+"""Request shapes as data: the one description that both validates request envelopes and becomes the
+OpenAPI document (`lambda_forest.openapi`).
+
+A shape is a JSON Schema (2020-12, as OpenAPI 3.1 uses it) restricted to what `check` reads: `type`,
+`properties`, `required`, `additionalProperties` (false, or a shape for the other keys), `items`,
+`minItems`, `minProperties`, `maxProperties`, `enum`, and `oneOf` of shapes told apart by their JSON
+type or, for objects, by their first required key; `x-expected` words what a shape expects in
+messages. Other keywords (`description`, `default`, `title`...) only document. A shape marked
+`ROWS_MARK` stands for request rows: `check` stops there, because rows are checked (and encoded) by the
+model's feature schema (`lambda_forest.features`), and the OpenAPI document puts the served model's
+row schema in its place.
+
+`check` is written here rather than taken from `jsonschema`: importing jsonschema 4.26 took 140-165 ms
+here (fresh processes, 2026-12-01, a loaded machine), about the function's whole init, and pydantic (what
+Powertools' validation uses) 93 ms; and their messages ("[] is too short") say less than these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from lambda_forest.errors import InvalidRequest
+from lambda_forest.features import json_type, quote
+
+ROWS_MARK = "x-lambda-forest-rows"  # rows: checked by the feature schema; the document fills in the model's
+JSON_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
+
+
+def rows(description: str, *, min_items: int = 1) -> dict[str, Any]:
+    """A list of request rows (each a list in feature order or an object by feature name)."""
+    return {
+        "type": "array",
+        "minItems": min_items,
+        "description": description,
+        "items": {ROWS_MARK: "row"},
+        "x-expected": "a non-empty list of rows",
+    }
+
+
+def obj(
+    properties: Mapping[str, Any], required: tuple[str, ...] = (), description: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """An object shape that takes only `properties`."""
+    shape: dict[str, Any] = {"type": "object", "properties": dict(properties), "additionalProperties": False}
+    if required:
+        shape["required"] = list(required)
+    if description:
+        shape["description"] = description
+    return shape | extra
+
+
+def check(value: Any, shape: Mapping[str, Any], where: str = "The request body") -> Any:
+    """Check `value` against `shape`; raise InvalidRequest saying what was wrong and what was expected.
+
+    Returns the `oneOf` alternative that matched (or `shape`), so a caller knows which form it got.
+    """
+    if ROWS_MARK in shape:
+        return shape
+    if "oneOf" in shape:
+        return _check_one_of(value, shape, where)
+    expected = shape.get("type")
+    if expected is not None and not _has_type(value, expected):
+        raise InvalidRequest(f"{where} is a JSON {json_type(value)}; expected {_describe(shape)}.")
+    if "enum" in shape and value not in shape["enum"]:
+        shown = ", ".join(quote(option) if isinstance(option, str) else str(option) for option in shape["enum"])
+        raise InvalidRequest(f"{where} is {quote(value)}; expected one of {shown}.")
+    if isinstance(value, dict):
+        _check_object(value, shape, where)
+    elif isinstance(value, list):
+        if len(value) < shape.get("minItems", 0):
+            raise InvalidRequest(f"{where} is empty; expected {_describe(shape)}.")
+        items = shape.get("items")
+        if items is not None and ROWS_MARK not in items:
+            for index, item in enumerate(value):
+                check(item, items, f"{where[:-1]}[{index}]'" if where.endswith("'") else f"{where}[{index}]")
+    return shape
+
+
+def _check_object(value: dict[str, Any], shape: Mapping[str, Any], where: str) -> None:
+    properties = shape.get("properties", {})
+    others = shape.get("additionalProperties", True)
+    if others is False:
+        unknown = [key for key in value if key not in properties]
+        if unknown:
+            raise InvalidRequest(
+                f"{where} has unknown key(s) {', '.join(map(quote, unknown[:5]))}; "
+                f"expected only {', '.join(map(repr, properties))}."
+            )
+    missing = [key for key in shape.get("required", ()) if key not in value]
+    if missing:
+        raise InvalidRequest(f"{where} has no {', '.join(map(repr, missing))}; expected {_describe(shape)}.")
+    if len(value) < shape.get("minProperties", 0):
+        raise InvalidRequest(f"{where} is empty; expected {_describe(shape)}.")
+    if len(value) > shape.get("maxProperties", len(value)):
+        raise InvalidRequest(f"{where} has {len(value)} key(s); expected {_describe(shape)}.")
+    for key, item in value.items():
+        inner = _path(where, key)
+        if key in properties:
+            check(item, properties[key], inner)
+        elif isinstance(others, Mapping):
+            check(item, others, inner)
+
+
+def _path(where: str, key: str) -> str:
+    """How messages name a key: 'instances' at the top, 'dataframe_split.columns' below."""
+    if where == "The request body":
+        return f"'{key}'"
+    return f"{where[:-1]}.{key}'" if where.endswith("'") else f"{where}.{key}"
+
+
+def _check_one_of(value: Any, shape: Mapping[str, Any], where: str) -> Any:
+    """Alternatives of different JSON types are told apart by type; objects by their first required key."""
+    alternatives = shape["oneOf"]
+    if not all(alternative.get("required") for alternative in alternatives):
+        typed = [alternative for alternative in alternatives if _has_type(value, alternative["type"])]
+        if not typed:
+            expected = " or ".join(_describe(alternative) for alternative in alternatives)
+            raise InvalidRequest(f"{where} is a JSON {json_type(value)}; expected {expected}.")
+        check(value, typed[0], where)
+        return typed[0]
+    keys = [alternative["required"][0] for alternative in alternatives]
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"{where} is a JSON {json_type(value)}; expected an object with {_either(keys)}.")
+    present = [alternative for alternative, key in zip(alternatives, keys, strict=True) if key in value]
+    if not present:
+        raise InvalidRequest(f"{where} has none of {_either(keys)}; expected exactly one of them.")
+    if len(present) > 1:
+        given = [key for key in keys if key in value]
+        raise InvalidRequest(f"{where} has {' and '.join(map(repr, given))}; expected only one of them.")
+    check(value, present[0], where)
+    return present[0]
+
+
+def _has_type(value: Any, expected: str | list[str]) -> bool:
+    for name in [expected] if isinstance(expected, str) else expected:
+        if name in ("number", "integer"):
+            if type(value) in (int, float) and (name == "number" or float(value).is_integer()):
+                return True
+        elif type(value) is JSON_TYPES[name]:
+            return True
+    return False
+
+
+def _describe(shape: Mapping[str, Any]) -> str:
+    if "x-expected" in shape:
+        return shape["x-expected"]
+    kind = shape.get("type")
+    names = [kind] if isinstance(kind, str) else list(kind or ["a value"])
+    words = {
+        "object": "an object",
+        "array": "a non-empty array" if shape.get("minItems") else "an array",
+        "string": "a string",
+        "boolean": "true or false",
+        "number": "a number",
+        "integer": "an integer",
+        "null": "null",
+    }
+    described = " or ".join(words.get(name, name) for name in names)
+    if kind == "object" and shape.get("required"):
+        described += f" with {', '.join(map(repr, shape['required']))}"
+    return described
+
+
+def _either(keys: list[str]) -> str:
+    return ", ".join(map(repr, keys[:-1])) + f" or {keys[-1]!r}" if len(keys) > 1 else repr(keys[0])
