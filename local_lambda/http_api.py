@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from lambda_forest.front_doors import REST_API
 from local_lambda.emulator import Emulator, EmulatorError
@@ -122,8 +123,13 @@ def make_server(
                 self.send_header("Set-Cookie", cookie)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
-            self.wfile.write(payload)
+            if self.command != "HEAD":
+                self.wfile.write(payload)
 
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _proxy
+        def __getattr__(self, name: str) -> Any:
+            """Every method (GET, POST, ... TRACE, QUERY) goes to the function, which answers 405 for the others."""
+            if name.startswith("do_"):
+                return self._proxy
+            raise AttributeError(name)
 
     return ThreadingHTTPServer((host, port), Handler)

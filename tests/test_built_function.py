@@ -323,3 +323,37 @@ def test_the_local_loop_captures_takes_feedback_and_monitors(
     expected_accuracy = float(np.mean(np.array(body["predictions"]) == np.array(truth)))
     assert f"{len(ids)} labelled row(s): accuracy {expected_accuracy:.3f}" in out
     assert html.exists()
+
+
+SCHEMATHESIS_CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
+
+
+def test_schemathesis_finds_no_server_error_and_no_answer_off_the_document(emulator: Emulator) -> None:
+    """The contract: generated requests to every operation of GET /openapi.json (bounded: 5 examples per
+    operation plus schemathesis' coverage cases, one seed) get no 5xx, and every answer matches the document."""
+    with local_api(emulator, REST_API) as base:
+        result = run_tool(
+            str(Path(sys.executable).parent / "schemathesis"),
+            "run",
+            f"{base}/openapi.json",
+            "--url",
+            base,
+            "--checks",
+            SCHEMATHESIS_CHECKS,
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--max-examples",
+            "5",
+            "--seed",
+            "1",
+            "--workers",
+            "1",
+            "--request-timeout",
+            "30",
+            "--generation-database",
+            "none",
+            "--no-color",
+        )
+    summary = result.stdout[result.stdout.rfind("SUMMARY") :]
+    print(summary)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]

@@ -347,6 +347,18 @@ def v2_infer(name: str, version: str | None = None) -> Response:
     return json_within_lambda_limit(answer, len(served.rows.matrix))
 
 
+@route("GET", "/openapi.json")
+def openapi_document() -> dict[str, Any]:
+    """Every route, with the served model's features filled in (the generic form when it cannot load)."""
+    from lambda_forest import openapi
+
+    try:
+        manifest = models.get().manifest
+    except ModelUnavailable:
+        manifest = None
+    return openapi.document(manifest, max_rows=config.max_batch_rows, model_name=config.model_name)
+
+
 def v2_manifest(name: str, version: str | None) -> Manifest:
     """The served model's manifest, when the path names it (and its version, if it names one)."""
     from lambda_forest.protocols import open_inference

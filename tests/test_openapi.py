@@ -1,0 +1,113 @@
+"""The OpenAPI document: made from the shapes that check requests, current in the repository, describing
+every route, and filled in with the served model's features by GET /openapi.json."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import jsonschema
+import pytest
+
+from lambda_forest.openapi import document
+from lambda_forest.protocols.shapes import check
+from lambda_forest.schema import PREDICT_REQUEST
+from local_lambda.events import front_door_event
+from tests.conftest import ROOT, publish_model
+from tests.test_tables import mixed_csv, trained_loans  # noqa: F401 (fixtures)
+
+COMMITTED = ROOT / "openapi.json"
+
+
+def get(path: str) -> dict[str, Any]:
+    return front_door_event("rest", "GET", path, {}, b"")
+
+
+def test_the_committed_document_is_current() -> None:
+    assert json.loads(COMMITTED.read_text()) == document(), "run: python -m lambda_forest.openapi > openapi.json"
+
+
+def test_the_document_is_valid_openapi_3_1() -> None:
+    from openapi_spec_validator import validate
+
+    validate(document())
+
+
+def test_every_route_is_documented_and_every_documented_route_exists() -> None:
+    import app
+
+    routes = {(method.lower(), re.sub(r"<(\w+)>", r"{\1}", rule)) for _, method, rule in app.ROUTES}
+    routes = {
+        (method, "/v1/models/{name}:predict" if path == "/v1/models/{target}" else path) for method, path in routes
+    }
+    documented = {(method, path) for path, operations in document()["paths"].items() for method in operations}
+    assert routes == documented
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"instances": [[1, 2, 3, 4]]},
+        {"instances": [[1, 2, 3, 4]], "probabilities": False},
+        {"dataframe_split": {"columns": ["a"], "data": [[1]]}},
+        {"dataframe_records": [{"a": 1}]},
+        {"inputs": {"a": [1, 2]}},
+        {"inputs": [[1, 2, 3, 4]]},
+    ],
+)
+def test_what_the_checks_accept_the_document_accepts(body: dict[str, Any]) -> None:
+    check(body, PREDICT_REQUEST)
+    jsonschema.validate(
+        body, document()["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"instances": []},
+        {"instances": "rows"},
+        {"instances": [[1]], "extra": 1},
+        {"instances": [[1]], "probabilities": "yes"},
+        {"instances": [[1]], "inputs": [[1]]},
+        {"dataframe_split": {"columns": ["a"]}},
+        {"inputs": {}},
+    ],
+)
+def test_what_the_checks_refuse_the_document_refuses(body: dict[str, Any]) -> None:
+    from lambda_forest.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest):
+        check(body, PREDICT_REQUEST)
+    schema = document()["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(body, schema)
+
+
+def test_served_document_has_the_models_features(handler: Any, local_store: Any, trained_loans: Any) -> None:  # noqa: F811
+    manifest = publish_model(local_store, trained_loans, name="loans")
+    reply = handler(local_store, name="loans", max_batch_rows=500)(get("/openapi.json"))
+    assert reply.status == 200
+    served = reply.body
+    assert manifest.version in served["info"]["title"]
+    body = served["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    instances = body["oneOf"][0]["properties"]["instances"]
+    assert instances["maxItems"] == 500
+    as_list, as_object = instances["items"]["oneOf"]
+    assert len(as_list["prefixItems"]) == len(manifest.feature_names)
+    assert list(as_object["properties"]) == manifest.feature_names
+    region = as_object["properties"]["region"]
+    assert region["enum"] == ["north", "south", "west", None]
+    assert as_object["properties"]["income"]["type"] == ["number", "null"]
+    row = dict(zip(manifest.feature_names, [None] * len(manifest.feature_names), strict=True)) | {"region": "north"}
+    jsonschema.validate({"instances": [row]}, body)
+    assert (
+        "region" in served["paths"]["/predict"]["post"]["requestBody"]["content"]["text/csv"]["schema"]["description"]
+    )
+
+
+def test_without_a_model_the_served_document_is_the_generic_one(handler: Any, local_store: Any) -> None:
+    reply = handler(local_store)(get("/openapi.json"))
+    assert reply.status == 200 and reply.body["paths"] == document(model_name="iris")["paths"]
