@@ -5,7 +5,7 @@ machine's built layer, so only the function's code differs. Measured on the iris
 - cold start: fresh emulated functions (Runtime Interface Emulator), alternating base and head: the init
   (INIT REPORT) and the first one-row `/predict` (init + model load + prediction);
 - warm one-row `/predict` inside the handler: fresh processes, alternating, many requests each;
-- this tree's warm one-row `/predict` through each front door's event (REST, HTTP API, function URL).
+- this tree's warm one-row requests through each front door's event and in each protocol's shape.
 Alternating keeps a shared machine's load from favouring either side; the ratios are head / base.
 Needs `make build` (the layer) first.
 """
@@ -27,9 +27,9 @@ from typing import Any
 
 from benchmarks.in_process import percentile
 from benchmarks.models import CACHE, prepare
-from lambda_forest.front_doors import FRONT_DOORS, REST_API
+from lambda_forest.front_doors import FUNCTION_URL, HTTP_API, REST_API
 from local_lambda.emulator import BUILD_DIR, FUNCTION, Emulator, layer_dir, local_environment
-from local_lambda.events import json_event
+from local_lambda.events import front_door_event, json_event
 
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTION_SOURCE = "functions/predict"
@@ -74,10 +74,10 @@ def cold_start(build_dir: Path, store: str) -> tuple[float, float]:
         return emulator.init_duration_ms() or float("nan"), first
 
 
-def warm(code_dir: Path, store: str, door: str, requests: int) -> list[float]:
-    """Per-request ms of one-row `/predict` through the handler of the function in `code_dir` (fresh process)."""
+def warm(code_dir: Path, store: str, event: dict[str, Any], requests: int) -> list[float]:
+    """Per-request ms of one-row `event` through the handler of the function in `code_dir` (fresh process)."""
     with tempfile.NamedTemporaryFile("w", suffix=".json") as event_file:
-        json.dump(json_event("POST", "/predict", {"instances": ROW}, door=door), event_file)
+        json.dump(event, event_file)
         event_file.flush()
         command = [sys.executable, "-m", "benchmarks.one_row", str(code_dir), store, MODEL, event_file.name]
         # This Python running benchmarks.one_row: a fixed argument list.
@@ -85,9 +85,36 @@ def warm(code_dir: Path, store: str, door: str, requests: int) -> list[float]:
     return json.loads(output.stdout.strip().splitlines()[-1])
 
 
+def one_row_events() -> dict[str, dict[str, Any]]:
+    """One row in every shape this tree's function reads: each front door, each protocol."""
+    names = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+    row = ROW[0]
+
+    def post(path: str, body: Any, content_type: str = "application/json", door: str = REST_API) -> dict[str, Any]:
+        raw = body if isinstance(body, str) else json.dumps(body)
+        return front_door_event(door, "POST", path, {"Content-Type": content_type}, raw.encode())
+
+    tensor = {"name": "x", "shape": [1, 4], "datatype": "FP64", "data": ROW}
+    return {
+        "/predict instances, REST API": post("/predict", {"instances": ROW}),
+        "/predict instances, HTTP API": post("/predict", {"instances": ROW}, door=HTTP_API),
+        "/predict instances, function URL": post("/predict", {"instances": ROW}, door=FUNCTION_URL),
+        "/predict MLflow dataframe_split": post("/predict", {"dataframe_split": {"columns": names, "data": ROW}}),
+        "/predict CSV with header": post(
+            "/predict", ",".join(names) + "\n" + ",".join(map(str, row)) + "\n", "text/csv"
+        ),
+        "/invocations MLflow dataframe_records": post(
+            "/invocations", {"dataframe_records": [dict(zip(names, row, strict=True))]}
+        ),
+        "KServe V1 :predict": post(f"/v1/models/{MODEL}:predict", {"instances": ROW}),
+        "Open Inference V2 infer": post(f"/v2/models/{MODEL}/infer", {"inputs": [tensor]}),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", default="main", help="the commit to compare against (default %(default)s)")
+    parser.add_argument("--head", help="the commit to compare (default: this working tree)")
     parser.add_argument("--cold-starts", type=int, default=15, help="fresh functions per side")
     parser.add_argument("--rounds", type=int, default=7, help="fresh warm processes per side")
     parser.add_argument("--requests", type=int, default=2000, help="timed requests per warm process")
@@ -101,7 +128,10 @@ def main() -> None:
         scratch_dir = Path(scratch)
         builds = {
             "base": build_function(checkout_function(args.base, scratch_dir / "base-src"), scratch_dir / "base"),
-            "head": build_function(ROOT / FUNCTION_SOURCE, scratch_dir / "head"),
+            "head": build_function(
+                checkout_function(args.head, scratch_dir / "head-src") if args.head else ROOT / FUNCTION_SOURCE,
+                scratch_dir / "head",
+            ),
         }
         figures: dict[str, dict[str, list[float]]] = {side: {"init": [], "cold": [], "warm": []} for side in builds}
         print(f"cold starts: {args.cold_starts} per side, alternating", file=sys.stderr, flush=True)
@@ -112,25 +142,34 @@ def main() -> None:
                 figures[side]["cold"].append(first)
         print(f"warm: {args.rounds} processes x {args.requests} requests per side", file=sys.stderr, flush=True)
         per_round: dict[str, list[float]] = {side: [] for side in builds}
+        event = json_event("POST", "/predict", {"instances": ROW})
         for _ in range(args.rounds):
             for side, build_dir in builds.items():
-                samples = warm(build_dir / FUNCTION, store, REST_API, args.requests)
+                samples = warm(build_dir / FUNCTION, store, event, args.requests)
                 figures[side]["warm"].extend(samples)
                 per_round[side].append(statistics.median(samples))
-        doors = {door: warm(builds["head"] / FUNCTION, store, door, args.requests) for door in FRONT_DOORS}
-    report(args.base, figures, per_round, doors)
+        shapes = {}
+        if not args.head:  # this tree's function reads every shape
+            print("warm, this tree: one row in every shape", file=sys.stderr, flush=True)
+            for label, shape_event in one_row_events().items():
+                shapes[label] = warm(builds["head"] / FUNCTION, store, shape_event, args.requests)
+    report(args.base, args.head or "this tree", figures, per_round, shapes)
 
 
 def report(
-    base: str, figures: dict[str, dict[str, list[float]]], per_round: dict[str, list[float]], doors: dict[str, Any]
+    base: str,
+    head: str,
+    figures: dict[str, dict[str, list[float]]],
+    per_round: dict[str, list[float]],
+    shapes: dict[str, list[float]],
 ) -> None:
     def row(label: str, base_value: float, head_value: float, digits: int) -> str:
         ratio = head_value / base_value
         return f"| {label} | {base_value:.{digits}f} | {head_value:.{digits}f} | {ratio:.3f}x |"
 
     b, h = figures["base"], figures["head"]
-    print(f"\nThis tree against {base} (iris, compiled forest, REST API event; medians)\n")
-    print(f"| measure | {base} | this tree | ratio |")
+    print(f"\n{head} against {base} (iris, compiled forest, REST API event; medians)\n")
+    print(f"| measure | {base} | {head} | ratio |")
     print("|---|---:|---:|---:|")
     print(row("init ms", statistics.median(b["init"]), statistics.median(h["init"]), 1))
     print(
@@ -142,11 +181,12 @@ def report(
     print(row("warm 1-row /predict p99 ms", percentile(b["warm"], 0.99), percentile(h["warm"], 0.99), 4))
     rounds = ", ".join(f"{x:.4f}/{y:.4f}" for x, y in zip(per_round["base"], per_round["head"], strict=True))
     print(f"\nwarm p50 per process pair (base/head): {rounds}")
-    print("\nThis tree, warm 1-row /predict by front door:\n")
-    print("| front door | p50 ms | p99 ms |")
-    print("|---|---:|---:|")
-    for door, samples in doors.items():
-        print(f"| {door} | {statistics.median(samples):.4f} | {percentile(samples, 0.99):.4f} |")
+    if shapes:
+        print("\nThis tree, warm one-row requests by front door and protocol:\n")
+        print("| request | p50 ms | p99 ms |")
+        print("|---|---:|---:|")
+        for label, samples in shapes.items():
+            print(f"| {label} | {statistics.median(samples):.4f} | {percentile(samples, 0.99):.4f} |")
 
 
 if __name__ == "__main__":

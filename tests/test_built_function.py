@@ -42,8 +42,15 @@ def tree_bytes(path: Path) -> int:
 def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`sam build` into a fresh directory, as `make build` runs it on this machine."""
     target = tmp_path_factory.mktemp("sam") / "build"
+    # Every layer (full, lean, the native walker): minutes on a machine shared with other builds.
     result = run_tool(
-        "sam", "build", "--build-dir", str(target), "--parameter-overrides", f"Architecture={host_architecture()}"
+        "sam",
+        "build",
+        "--build-dir",
+        str(target),
+        "--parameter-overrides",
+        f"Architecture={host_architecture()}",
+        timeout=900,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return target
@@ -353,6 +360,7 @@ def test_schemathesis_finds_no_server_error_and_no_answer_off_the_document(emula
             "--generation-database",
             "none",
             "--no-color",
+            timeout=600,
         )
     summary = result.stdout[result.stdout.rfind("SUMMARY") :]
     print(summary)

@@ -18,9 +18,9 @@ BIN = Path(sys.executable).parent
 ALLOWED_MANAGED_POLICIES = {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess", "AWSXRayDaemonWriteAccess"}
 
 
-def run_tool(*command: str) -> subprocess.CompletedProcess[str]:
+def run_tool(*command: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SAM_CLI_TELEMETRY": "0", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def transformed(**parameters: str) -> dict[str, Any]:

@@ -50,11 +50,6 @@ class InvalidCsv(RequestError):
     code = "invalid_csv"
 
 
-class UnsupportedMediaType(RequestError):
-    status = 415
-    code = "unsupported_media_type"
-
-
 class ModelNotFound(RequestError):
     """A path names a model (or a version) that this function does not serve."""
 

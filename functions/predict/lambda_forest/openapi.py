@@ -79,13 +79,12 @@ ERRORS = {
     "open_inference": ("OpenInferenceError", open_inference.ERROR_RESPONSE),
 }
 READ_ERRORS = (404, 405, 500, 503)
-PREDICT_ERRORS = (400, 404, 405, 413, 415, 500, 503)
+PREDICT_ERRORS = (400, 404, 405, 413, 500, 503)
 STATUS_TEXT = {
     400: "the request is malformed; the message says what was wrong and what was expected",
     404: "no such route, or the path names a model or version that is not served",
     405: "the route takes another method (see Allow)",
     413: "more rows than MAX_BATCH_ROWS",
-    415: "a body type the route does not read",
     500: "an unexpected error, logged with the request id",
     503: "the model cannot be served now (see Retry-After)",
 }
