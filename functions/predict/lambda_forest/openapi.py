@@ -17,7 +17,7 @@ from lambda_forest.features import FeatureSchema
 from lambda_forest.manifest import Manifest
 from lambda_forest.protocols import kserve_v1, mlflow, open_inference
 from lambda_forest.protocols.shapes import ROWS_MARK, obj
-from lambda_forest.schema import PREDICT_REQUEST
+from lambda_forest.schema import FEEDBACK_REQUEST, PREDICT_REQUEST
 
 FLOAT32_MAX = 3.4028234663852886e38
 JSON = "application/json"
@@ -70,6 +70,9 @@ MODEL_RESPONSE = {
     "description": "the manifest's public fields",
 }
 ANY_OBJECT = {"type": "object"}
+FEEDBACK_RESPONSE = obj(
+    {"accepted": {"type": "integer"}, "request_id": {"type": ["string", "null"]}}, required=("accepted", "request_id")
+)
 
 # Per protocol: the error body, and the statuses its routes may answer besides 200.
 ERRORS = {
@@ -104,6 +107,15 @@ OPERATIONS: list[tuple[str, str, str, str, dict[str, Any] | None, dict[str, Any]
         "Predict: instances, MLflow bodies or CSV; answers predictions, classes and probabilities",
         {JSON: PREDICT_REQUEST, CSV: CSV_BODY},
         PREDICT_RESPONSE,
+        PREDICT_ERRORS,
+    ),
+    (
+        "post",
+        "/feedback",
+        "native",
+        "Ground truth for predicted rows (by their ids)",
+        {JSON: FEEDBACK_REQUEST},
+        FEEDBACK_RESPONSE,
         PREDICT_ERRORS,
     ),
     ("get", "/model", "native", "The served model's public manifest", None, MODEL_RESPONSE, READ_ERRORS),

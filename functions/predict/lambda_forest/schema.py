@@ -27,10 +27,30 @@ from lambda_forest.errors import (
 from lambda_forest.features import RowLabel, ValidatedRows, category_text, instances_row, json_type, quote
 from lambda_forest.manifest import Manifest
 from lambda_forest.protocols import mlflow
-from lambda_forest.protocols.shapes import check, obj, rows
+from lambda_forest.protocols.shapes import CHECKED_BY, check, obj, rows
 
 FEEDBACK_KEYS = ("labels",)
 LABEL_KEYS = ("id", "label")
+# POST /feedback, as the OpenAPI document describes it (parse_feedback_body checks it against the model).
+FEEDBACK_REQUEST = obj(
+    {
+        "labels": {
+            "type": "array",
+            "minItems": 1,
+            "items": obj(
+                {
+                    "id": {"type": "string", "minLength": 1, "maxLength": MAX_ROW_ID_LENGTH},
+                    "label": {
+                        "type": ["string", "number", "boolean"],
+                        "description": "a classifier's class (a number matches by its text), a regressor's number",
+                    },
+                },
+                required=("id", "label"),
+            ),
+        }
+    },
+    required=("labels",),
+)
 
 
 # The options a /predict body may carry beside its rows, whatever form the rows come in.
@@ -44,6 +64,7 @@ PREDICT_OPTIONS: dict[str, Any] = {
         "type": "array",
         "items": {"type": "string", "minLength": 1, "maxLength": MAX_ROW_ID_LENGTH},
         "description": "your own row ids, one distinct string per row, kept with captured rows for ground truth",
+        CHECKED_BY: "lambda_forest.schema._check_ids",
     },
 }
 INSTANCES_FORM = obj(
