@@ -15,7 +15,6 @@ from lambda_forest.protocols.shapes import check
 from lambda_forest.schema import PREDICT_REQUEST
 from local_lambda.events import front_door_event
 from tests.conftest import ROOT, publish_model
-from tests.test_tables import mixed_csv, trained_loans  # noqa: F401 (fixtures)
 
 COMMITTED = ROOT / "openapi.json"
 
@@ -86,7 +85,7 @@ def test_what_the_checks_refuse_the_document_refuses(body: dict[str, Any]) -> No
         jsonschema.validate(body, schema)
 
 
-def test_served_document_has_the_models_features(handler: Any, local_store: Any, trained_loans: Any) -> None:  # noqa: F811
+def test_served_document_has_the_models_features(handler: Any, local_store: Any, trained_loans: Any) -> None:
     manifest = publish_model(local_store, trained_loans, name="loans")
     reply = handler(local_store, name="loans", max_batch_rows=500)(get("/openapi.json"))
     assert reply.status == 200

@@ -14,7 +14,6 @@ import pytest
 
 from local_lambda.events import front_door_event
 from tests.conftest import publish_model
-from tests.test_tables import mixed_csv, trained_loans  # noqa: F401 (fixtures)
 from training.forest import json_rows
 
 IRIS_ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
@@ -56,7 +55,7 @@ def iris(handler: Any, local_store: Any, trained_iris: Any) -> Model:
 
 
 @pytest.fixture
-def loans(handler: Any, local_store: Any, trained_loans: Any) -> Model:  # noqa: F811
+def loans(handler: Any, local_store: Any, trained_loans: Any) -> Model:
     manifest = publish_model(local_store, trained_loans, name="loans")
     return Model(handler(local_store, name="loans"), trained_loans, manifest)
 
@@ -400,3 +399,21 @@ def test_mixed_rows_report_unknown_categories_in_every_native_shape(loans: Model
     for body in ({"instances": [row]}, {"dataframe_records": [row]}):
         reply = loans.invoke(request("/predict", body))
         assert reply.body["warnings"][0]["code"] == "unknown_category"
+
+
+def test_every_protocol_captures_its_sampled_predictions(handler: Any, local_store: Any, published_iris: Any) -> None:
+    invoke = handler(local_store, capture_sample_rate=1.0)
+    names = list(published_iris.feature_names)
+    requests = {
+        "/predict CSV": request("/predict", csv_text(IRIS_ROWS, names), "text/csv"),
+        "/invocations": request("/invocations", {"dataframe_split": {"columns": names, "data": IRIS_ROWS}}),
+        "KServe V1": request("/v1/models/iris:predict", {"instances": IRIS_ROWS}),
+        "V2": request("/v2/models/iris/infer", {"inputs": [tensor()]}),
+    }
+    for label, event in requests.items():
+        before = len(invoke.lines)
+        assert invoke(event).status == 200, label
+        [line] = invoke.lines[before:]
+        record = json.loads(line)
+        assert record["predictions"] == ["setosa", "virginica"], label
+        assert record["request_id"] == event["requestContext"]["requestId"], label

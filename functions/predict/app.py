@@ -262,8 +262,11 @@ def health() -> dict[str, Any]:
 @route("POST", "/invocations")
 def invocations() -> Response:
     request = predict_request(config.max_batch_rows, parse_invocations_body)
-    served = serve(replace(request, probabilities=False))
-    return json_within_lambda_limit({"predictions": served.result.predictions}, len(served.rows.matrix))
+    request = replace(request, probabilities=False)
+    served = serve(request)
+    response = json_within_lambda_limit({"predictions": served.result.predictions}, len(served.rows.matrix))
+    capture_prediction(request, served)
+    return response
 
 
 # KServe's V1 protocol (imported on first use: most functions never see it).
@@ -289,8 +292,11 @@ def v1_predict(target: str) -> Response:
     check_model_name(name, config.model_name)
     payload = parse_json(request_body(), '{"instances": [[...]]}')
     check(payload, kserve_v1.PREDICT_REQUEST)
-    served = serve(kserve_v1.predict_request(payload, config.max_batch_rows))
-    return json_within_lambda_limit(kserve_v1.predict_response(served.result), len(served.rows.matrix))
+    request = kserve_v1.predict_request(payload, config.max_batch_rows)
+    served = serve(request)
+    response = json_within_lambda_limit(kserve_v1.predict_response(served.result), len(served.rows.matrix))
+    capture_prediction(request, served)
+    return response
 
 
 # The Open Inference Protocol (KServe V2), imported on first use.
@@ -344,7 +350,9 @@ def v2_infer(name: str, version: str | None = None) -> Response:
     )
     served = serve(request)
     answer = open_inference.infer_response(served.manifest, served.result, outputs, payload.get("id"))
-    return json_within_lambda_limit(answer, len(served.rows.matrix))
+    response = json_within_lambda_limit(answer, len(served.rows.matrix))
+    capture_prediction(request, served)
+    return response
 
 
 @route("GET", "/openapi.json")
