@@ -6,6 +6,8 @@ import base64
 import json
 import os
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ os.environ.update(
 )
 
 ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
 EVENTS = ROOT / "events"
 BUCKET = "lambda-forest-test-models"
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -318,3 +321,31 @@ def handler(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Callable[[dict[str
         return invoke
 
     return configure
+
+
+# Tools of the dev environment, and the `sam build` output (built once per session).
+
+
+def run_tool(*command: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SAM_CLI_TELEMETRY": "0", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`sam build` into a fresh directory, as `make build` runs it on this machine."""
+    from local_lambda.emulator import host_architecture
+
+    target = tmp_path_factory.mktemp("sam") / "build"
+    # Every layer (full, lean, the native walker): minutes on a machine shared with other builds.
+    result = run_tool(
+        "sam",
+        "build",
+        "--build-dir",
+        str(target),
+        "--parameter-overrides",
+        f"Architecture={host_architecture()}",
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return target

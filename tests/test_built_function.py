@@ -38,24 +38,6 @@ def tree_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-@pytest.fixture(scope="session")
-def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`sam build` into a fresh directory, as `make build` runs it on this machine."""
-    target = tmp_path_factory.mktemp("sam") / "build"
-    # Every layer (full, lean, the native walker): minutes on a machine shared with other builds.
-    result = run_tool(
-        "sam",
-        "build",
-        "--build-dir",
-        str(target),
-        "--parameter-overrides",
-        f"Architecture={host_architecture()}",
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return target
-
-
 @pytest.fixture(scope="module")
 def iris_store(tmp_path_factory: pytest.TempPathFactory, trained_iris: Any) -> Any:
     from lambda_forest.store import LocalStore

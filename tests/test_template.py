@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import BIN, ROOT, run_tool
 
 TEMPLATE = ROOT / "template.yaml"
-BIN = Path(sys.executable).parent
 ALLOWED_MANAGED_POLICIES = {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess", "AWSXRayDaemonWriteAccess"}
-
-
-def run_tool(*command: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SAM_CLI_TELEMETRY": "0", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+__all__ = ["BIN", "run_tool"]  # imported from here by other test modules
 
 
 def transformed(**parameters: str) -> dict[str, Any]:
