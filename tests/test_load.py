@@ -37,11 +37,15 @@ def s3_iris(trained_iris: Any, served_s3_store: Any, moto_server: Any) -> Iterat
     yield served_s3_store, moto_server.endpoint
 
 
-def test_eight_cold_starts_at_once_all_answer_correctly(build_dir: Path, s3_iris: Any, trained_iris: Any) -> None:
+def test_eight_instances_loading_at_once_from_one_store_all_answer_correctly(
+    build_dir: Path, s3_iris: Any, trained_iris: Any
+) -> None:
     store, endpoint = s3_iris
     environment = local_environment(store.uri, "iris", POWERTOOLS_LOG_LEVEL="WARNING", AWS_ENDPOINT_URL_S3=endpoint)
-    burst = cold_start_burst(environment, BURST, build_dir)
-    print(f"\n{BURST} cold starts at once: {burst.total_s * 1000:.0f} ms in all")
+    # Eight imports at once on a 2-core machine shared with other work can outlast a timeout; the model
+    # loads are what meet at the store, so they start together (the benchmark times whole cold starts).
+    burst = cold_start_burst(environment, BURST, build_dir, imports_first=True)
+    print(f"\n{BURST} first model loads at once: {burst.total_s * 1000:.0f} ms in all")
     expected = trained_iris.estimator.predict(np.array(IRIS_ROWS)).tolist()
     for answer in burst.answers:
         assert answer is not None and answer["statusCode"] == 200, answer

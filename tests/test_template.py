@@ -60,9 +60,18 @@ def test_function_may_only_read_its_models_prefix(resources: dict[str, Any]) -> 
     signing = [s for s in statements if "Fn::If" in s]
     statements = [s for s in statements if "Fn::If" not in s]
     assert statements, "the function has no S3 read permission"
-    [[condition, verify, otherwise]] = [s["Fn::If"] for s in signing]
-    assert (condition, otherwise) == ("VerifySignatures", {"Ref": "AWS::NoValue"})
+    optional = {condition: (granted, otherwise) for condition, granted, otherwise in (s["Fn::If"] for s in signing)}
+    assert set(optional) == {"VerifySignatures", "HasBucketKey"}
+    verify, otherwise = optional["VerifySignatures"]
+    assert otherwise == {"Ref": "AWS::NoValue"}
     assert (verify["Action"], verify["Resource"]) == ("kms:Verify", {"Ref": "ModelSigningKeyArn"})
+    decrypt, otherwise = optional["HasBucketKey"]
+    assert (decrypt["Action"], decrypt["Resource"], otherwise) == (
+        "kms:Decrypt",
+        {"Ref": "BucketKmsKeyArn"},
+        {"Ref": "AWS::NoValue"},
+    )
+    assert decrypt["Condition"] == {"StringEquals": {"kms:ViaService": {"Fn::Sub": "s3.${AWS::Region}.amazonaws.com"}}}
     for statement in statements:
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
         assert statement["Effect"] == "Allow"
@@ -443,3 +452,54 @@ def test_dashboard_is_valid_json_with_every_panel(api_type: str) -> None:
         assert panel in titles
     _, errors, requests = DOOR_METRICS[DOOR_ALARMS[api_type]]
     assert f'"{errors}"' in body and f'"{requests}"' in body and DOOR_ALARMS[api_type] in texts["Alarms"]
+
+
+@pytest.mark.parametrize("api_type", ["rest", "http"])
+def test_api_access_logs_are_json_lines_in_a_retained_log_group(api_type: str) -> None:
+    template = transformed(ApiType=api_type)
+    resources = template["Resources"]
+    if api_type == "rest":
+        setting = resources["PredictApiStage"]["Properties"]["AccessLogSetting"]
+        assert {"ApiGatewayAccount", "ApiGatewayLogsRole"} <= created(template, {"ApiType": "rest"})
+    else:
+        setting = resources["PredictHttpApiStage"]["Properties"]["AccessLogSettings"]
+    assert setting["DestinationArn"] == {"Fn::GetAtt": ["ApiAccessLogs", "Arn"]}
+    line = json.loads(setting["Format"])
+    assert {"request_id", "ip", "caller", "principal", "status", "latency_ms"} <= set(line)
+    logs = resources["ApiAccessLogs"]["Properties"]
+    assert logs["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    assert logs["KmsKeyId"] == {"Fn::If": ["HasLogsKey", {"Ref": "LogsKmsKeyArn"}, {"Ref": "AWS::NoValue"}]}
+    assert "ApiAccessLogs" not in created(template, {"ApiType": "url"})
+
+
+def test_reserved_concurrency_and_customer_keys_are_parameters() -> None:
+    template = transformed()
+    resources = template["Resources"]
+    function = resources["PredictFunction"]["Properties"]
+    reserved = function["ReservedConcurrentExecutions"]
+    assert evaluate(template, reserved, {}) == {"Ref": "AWS::NoValue"}  # 0 by default: nothing reserved
+    assert evaluate(template, reserved, {"ReservedConcurrency": 25}) == 25
+    encryption = resources["ModelBucket"]["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+    by_default = evaluate(template, encryption["ServerSideEncryptionByDefault"], {})
+    assert by_default == {"SSEAlgorithm": "AES256"}
+    key = "arn:aws:kms:us-east-1:123456789012:key/abc"
+    with_key = evaluate(template, encryption["ServerSideEncryptionByDefault"], {"BucketKmsKeyArn": key})
+    assert with_key == {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key}
+    logs = resources["PredictFunctionLogs"]["Properties"]
+    assert evaluate(template, logs["KmsKeyId"], {"LogsKmsKeyArn": key}) == key
+
+
+def test_model_bucket_access_logs_are_optional_and_expire() -> None:
+    template = transformed()
+    resources = template["Resources"]
+    logging = resources["ModelBucket"]["Properties"]["LoggingConfiguration"]
+    assert evaluate(template, logging, {}) == {"Ref": "AWS::NoValue"}
+    on = {"ModelBucketAccessLogs": "true"}
+    assert evaluate(template, logging, on)["DestinationBucketName"] == {"Ref": "ModelBucketAccessLogBucket"}
+    assert {"ModelBucketAccessLogBucket", "ModelBucketAccessLogBucketPolicy"} <= created(template, on)
+    log_bucket = resources["ModelBucketAccessLogBucket"]["Properties"]
+    assert log_bucket["LifecycleConfiguration"]["Rules"][0]["ExpirationInDays"] == {"Ref": "LogRetentionDays"}
+    assert all(log_bucket["PublicAccessBlockConfiguration"].values())
+    [write, deny] = resources["ModelBucketAccessLogBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert write["Principal"] == {"Service": "logging.s3.amazonaws.com"} and write["Action"] == "s3:PutObject"
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
