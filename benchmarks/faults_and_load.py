@@ -279,7 +279,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100_000, help="requests to one warm function")
     args = parser.parse_args()
     # moto's server takes any credentials; never a real account's (nothing here talks to AWS).
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    fake = "testing"  # not a secret: the dummy credentials moto accepts
+    os.environ.update(AWS_ACCESS_KEY_ID=fake, AWS_SECRET_ACCESS_KEY=fake, AWS_DEFAULT_REGION="us-east-1")
     for variable in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
         os.environ.pop(variable, None)
     if not layer_dir(BUILD_DIR).exists():

@@ -149,6 +149,10 @@ class ModelCache:
         self._checked_at = float("-inf")
 
     def _load_first(self) -> LoadedModel:
+        # Clients first: the time limit bounds waiting on AWS (calls and retries), not building clients.
+        self.store.connect()
+        if self.policy.verifier is not None:
+            self.policy.verifier.connect()
         with time_limit(LOAD_TIME_LIMIT_SECONDS):
             return self._read_and_load_first()
 

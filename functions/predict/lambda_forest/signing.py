@@ -96,6 +96,9 @@ class Verifier(Protocol):
     def verify(self, message: bytes, signature: Signature) -> None:
         """Return if `signature` is the configured key's over `message`; raise SignatureInvalid otherwise."""
 
+    def connect(self) -> None:
+        """Do the one-off set-up (an AWS client) now, outside any time limit."""
+
 
 class Signer(Protocol):
     def sign(self, message: bytes) -> Signature: ...
@@ -147,6 +150,9 @@ class _Kms:
         if self._client is None:
             self._client = make_kms_client()
         return self._client
+
+    def connect(self) -> None:
+        self.client  # noqa: B018 - creating it imports boto3 and builds the client: CPU, not waiting
 
     def _call(self, operation: str, **params: Any) -> dict[str, Any]:
         """Call KMS, turning its failures into lambda-forest errors (the adapter boundary)."""

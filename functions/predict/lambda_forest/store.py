@@ -133,6 +133,9 @@ class ModelStore(ABC):
 
     uri: str
 
+    def connect(self) -> None:  # noqa: B027 - most backends have nothing to set up
+        """Do the one-off set-up (an AWS client) now, so time limits on reads bound only the reads."""
+
     # Backend primitives: keys are relative to the store root and use '/'.
 
     @abstractmethod
@@ -472,6 +475,9 @@ class S3Store(ModelStore):
         if self._client is None:
             self._client = make_s3_client()
         return self._client
+
+    def connect(self) -> None:
+        self.client  # noqa: B018 - creating it imports boto3 and builds the client: CPU, not waiting
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
