@@ -181,7 +181,7 @@ def predict_request(
     max_rows: int, parse_json_body: Callable[[str | None, int], PredictRequest] = parse_predict_body
 ) -> PredictRequest:
     """The rows of a /predict or /invocations body: CSV, or JSON read by `parse_json_body`."""
-    if csv_body.is_csv(router.current_event.headers.get("content-type")):
+    if csv_body.is_csv(content_type()):
         return csv_body.parse(request_body(), models.get().manifest.feature_names, max_rows)
     return parse_json_body(request_body(), max_rows)
 
@@ -394,6 +394,13 @@ def record_row_quality(rows: ValidatedRows) -> None:
     metrics.add_metric(name="UnknownCategories", unit=MetricUnit.Count, value=rows.unknown_total)
     if rows.missing or rows.unknown_categories:
         logger.info("rows with gaps", extra={"missing": rows.missing, "unknown_categories": rows.unknown_categories})
+
+
+def content_type() -> str | None:
+    """The request's Content-Type (looked up in the raw headers: cheaper than a case-insensitive copy)."""
+    headers = router.current_event.raw_event.get("headers") or {}
+    found = headers.get("content-type") or headers.get("Content-Type")
+    return found or next((value for key, value in headers.items() if key.lower() == "content-type"), None)
 
 
 def request_body() -> str | None:

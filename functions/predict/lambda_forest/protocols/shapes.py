@@ -82,26 +82,24 @@ def check(value: Any, shape: Mapping[str, Any], where: str = "The request body")
 def _check_object(value: dict[str, Any], shape: Mapping[str, Any], where: str) -> None:
     properties = shape.get("properties", {})
     others = shape.get("additionalProperties", True)
-    if others is False:
+    if others is False and not value.keys() <= properties.keys():
         unknown = [key for key in value if key not in properties]
         if unknown:
             raise InvalidRequest(
                 f"{where} has unknown key(s) {', '.join(map(quote, unknown[:5]))}; "
                 f"expected only {', '.join(map(repr, properties))}."
             )
-    missing = [key for key in shape.get("required", ()) if key not in value]
-    if missing:
+    required = shape.get("required", ())
+    if required and not all(key in value for key in required):
+        missing = [key for key in required if key not in value]
         raise InvalidRequest(f"{where} has no {', '.join(map(repr, missing))}; expected {_describe(shape)}.")
-    if len(value) < shape.get("minProperties", 0):
-        raise InvalidRequest(f"{where} is empty; expected {_describe(shape)}.")
-    if len(value) > shape.get("maxProperties", len(value)):
-        raise InvalidRequest(f"{where} has {len(value)} key(s); expected {_describe(shape)}.")
+    if not shape.get("minProperties", 0) <= len(value) <= shape.get("maxProperties", len(value)):
+        counted = "is empty" if not value else f"has {len(value)} key(s)"
+        raise InvalidRequest(f"{where} {counted}; expected {_describe(shape)}.")
     for key, item in value.items():
-        inner = _path(where, key)
-        if key in properties:
-            check(item, properties[key], inner)
-        elif isinstance(others, Mapping):
-            check(item, others, inner)
+        inner = properties.get(key, others)
+        if type(inner) is dict and ROWS_MARK not in inner and CHECKED_BY not in inner:
+            check(item, inner, _path(where, key))
 
 
 def _path(where: str, key: str) -> str:
@@ -111,27 +109,33 @@ def _path(where: str, key: str) -> str:
     return f"{where[:-1]}.{key}'" if where.endswith("'") else f"{where}.{key}"
 
 
+_ONE_OF_KEYS: dict[int, list[str] | None] = {}  # id(shape) -> its alternatives' keys (None: told apart by type)
+
+
 def _check_one_of(value: Any, shape: Mapping[str, Any], where: str) -> Any:
     """Alternatives of different JSON types are told apart by type; objects by their first required key."""
     alternatives = shape["oneOf"]
-    if not all(alternative.get("required") for alternative in alternatives):
+    if id(shape) not in _ONE_OF_KEYS:  # shapes are module constants: work out each one's keys once
+        by_key = all(alternative.get("required") for alternative in alternatives)
+        _ONE_OF_KEYS[id(shape)] = [alternative["required"][0] for alternative in alternatives] if by_key else None
+    keys = _ONE_OF_KEYS[id(shape)]
+    if keys is None:
         typed = [alternative for alternative in alternatives if _has_type(value, alternative["type"])]
         if not typed:
             expected = " or ".join(_describe(alternative) for alternative in alternatives)
             raise InvalidRequest(f"{where} is a JSON {json_type(value)}; expected {expected}.")
         check(value, typed[0], where)
         return typed[0]
-    keys = [alternative["required"][0] for alternative in alternatives]
     if not isinstance(value, dict):
         raise InvalidRequest(f"{where} is a JSON {json_type(value)}; expected an object with {_either(keys)}.")
     present = [alternative for alternative, key in zip(alternatives, keys, strict=True) if key in value]
+    if len(present) == 1:
+        check(value, present[0], where)
+        return present[0]
     if not present:
         raise InvalidRequest(f"{where} has none of {_either(keys)}; expected exactly one of them.")
-    if len(present) > 1:
-        given = [key for key in keys if key in value]
-        raise InvalidRequest(f"{where} has {' and '.join(map(repr, given))}; expected only one of them.")
-    check(value, present[0], where)
-    return present[0]
+    given = [key for key in keys if key in value]
+    raise InvalidRequest(f"{where} has {' and '.join(map(repr, given))}; expected only one of them.")
 
 
 def _has_type(value: Any, expected: str | list[str]) -> bool:
