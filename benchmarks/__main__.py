@@ -176,6 +176,7 @@ def report(models: list[BenchModel], rows: list[dict[str, Any]]) -> None:
                 f"{c['capture_100_us']:.0f} us at 100 rows; 1-row handler p50 {c['handler_1_ms']['on']:.3f} ms "
                 f"with capture, {c['handler_1_ms']['off']:.3f} ms without"
             )
+    report_explanations(rows)
     print("\nSizes:")
     print(
         f"- layers (this architecture): full {size_mb(layer_dir(BUILD_DIR)):.1f} MB, "
@@ -187,6 +188,40 @@ def report(models: list[BenchModel], rows: list[dict[str, Any]]) -> None:
             f"- {model.label}: model.joblib {artifact_mb(model, 'sklearn', 'model.joblib'):.2f} MB, "
             f"forest.npz {artifact_mb(model, 'compiled', 'forest.npz'):.2f} MB"
         )
+
+
+def report_explanations(rows: list[dict[str, Any]]) -> None:
+    """Explanation cost per model, serving path, method and batch size (engine: prediction + explanation)."""
+    print(
+        '\nExplanations of the predicted class (`"explain": METHOD`). Engine: the prediction alone, then '
+        "prediction plus explanation, in ms, and their ratio; handler: the whole request, with and without:"
+    )
+    print("\n| model | path | method | rows | predict ms | predict + explain ms | ratio | handler ms | vs plain |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        for method, sizes in r.get("explain", {}).items():
+            for size, e in sizes.items():
+                if "explain_ms" in e:
+                    explained, ratio = f"{e['explain_ms']:.2f}", f"{e['explain_ms'] / e['predict_ms']:.2f}x"
+                else:
+                    explained, ratio = f"~{e['estimated_ms'] / 1000:.0f} s (estimated)", ""
+                handler = f"{e['handler_ms']:.2f}" if "handler_ms" in e else f"{e.get('status', 400)} (refused)"
+                versus = f"{e['handler_ms'] / e['plain_handler_ms']:.2f}x" if "handler_ms" in e else ""
+                predicted = f"{e['predict_ms']:.2f}"
+                print(
+                    "| "
+                    + " | ".join([r["model"], r["path"], method, size, predicted, explained, ratio, handler, versus])
+                    + " |"
+                )
+    for r in rows:
+        for method, sizes in r.get("explain", {}).items():
+            refusal = next((e["refused"] for e in sizes.values() if "refused" in e), None)
+            if refusal:
+                print(f"- {r['model']} {r['path']} {method}: {refusal}")
+    print(
+        "- Targets: path contributions under 2x the prediction's time (engine ratio, compiled path); "
+        "Tree SHAP on one iris row under 5 ms (engine, compiled)."
+    )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,10 @@ import numpy as np
 from benchmarks.in_process import import_function, percentile
 
 BATCHES = {1: 300, 100: 100, 10_000: 10}  # rows per request: timed repetitions
+EXPLAIN_METHODS = ("path", "shap")
+EXPLAIN_REPEATS = {1: 50, 100: 10, 10_000: 3}
+# An explanation measured directly is skipped when one run would take longer than this (estimated).
+EXPLAIN_MAX_SECONDS = 20.0
 
 
 def peak_rss_mb() -> float:
@@ -95,8 +99,66 @@ def main(store: str, name: str, rows_path: str, result_path: str) -> None:
         model_alone(batch)
         timings.append((time.perf_counter() - started) * 1000)
     result["model_10k_ms"] = statistics.median(timings)
+    result["explain"] = explain_costs(app, rows, context)
     result["peak_rss_mb"] = peak_rss_mb()
     Path(result_path).write_text(json.dumps(result))
+
+
+def timed(action: Any, repeats: int) -> float:
+    """Median milliseconds of `action()` over `repeats` runs (after one untimed run)."""
+    action()
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        action()
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+def explain_costs(app: Any, rows: np.ndarray, context: Any) -> dict[str, Any]:
+    """Per method and batch size: the handler with and without explanations, and the engine alone.
+
+    Engine alone: the prediction (walk and sum, as the handler predicts) against prediction plus
+    explanation of the predicted class. Requests over the function's budget are answered 400: the
+    handler figure is then missing and the engine figure, when affordable, still measured.
+    """
+    from lambda_forest.explain import ExplainOptions
+    from local_lambda.events import json_event
+
+    model = app.models.get()
+    predictor, explainer = model.predictor, model.explainer
+    costs: dict[str, Any] = {}
+    for method in EXPLAIN_METHODS:
+        options = ExplainOptions(method)
+        per_row_ms = None
+        for size, repeats in EXPLAIN_REPEATS.items():
+            batch = rows[:size]
+            entry: dict[str, Any] = {}
+            plain_event = json_event("POST", "/predict", {"instances": batch.tolist()})
+            event = json_event("POST", "/predict", {"instances": batch.tolist(), "explain": method})
+            status = app.lambda_handler(event, context)["statusCode"]
+            if status == 200:
+                entry["handler_ms"] = timed(lambda event=event: app.lambda_handler(event, context), repeats)
+                entry["plain_handler_ms"] = timed(lambda e=plain_event: app.lambda_handler(e, context), repeats)
+            else:
+                entry["status"] = status
+                entry["refused"] = json.loads(app.lambda_handler(event, context)["body"])["error"]["message"]
+            entry["predict_ms"] = timed(lambda batch=batch: predictor.predict(batch, True), repeats)
+            if per_row_ms is not None and per_row_ms * size > EXPLAIN_MAX_SECONDS * 1000:
+                entry["estimated_ms"] = per_row_ms * size
+            else:
+
+                def explain(batch: np.ndarray = batch, options: ExplainOptions = options) -> None:
+                    if options.method == "path":
+                        result, leaves = predictor.predict_with_leaves(batch, True)
+                    else:
+                        result, leaves = predictor.predict(batch, True), None
+                    explainer.explain(options, batch, leaves, result.predictions)
+
+                entry["explain_ms"] = timed(explain, repeats if size < 10_000 or method == "path" else 1)
+                per_row_ms = max(per_row_ms or 0.0, entry["explain_ms"] / size)
+            costs.setdefault(method, {})[str(size)] = entry
+    return costs
 
 
 if __name__ == "__main__":

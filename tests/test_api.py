@@ -19,6 +19,7 @@ EXPECTED = {
     "predict.json": (200, None),
     "predict-base64.json": (200, None),
     "predict-no-probabilities.json": (200, None),
+    "predict-explain.json": (200, None),
     "predict-ids.json": (200, None),
     "feedback.json": (200, None),
     "bad-feedback-label.json": (400, "invalid_labels"),
@@ -124,7 +125,8 @@ def test_model_route_shows_public_manifest_fields(iris_api: Any, published_iris:
         "created_at",
         "runtime",
     }
-    assert set(body) == expected
+    assert set(body) == expected | {"explanations"}
+    assert body["explanations"] == {"methods": ["path", "shap"], "default": "path"}
     assert body["version"] == published_iris.version
     assert body["feature_names"] == published_iris.feature_names
     assert body["features"][0] == {

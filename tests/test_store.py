@@ -15,7 +15,9 @@ from tests.conftest import publish_model
 def test_publish_lays_out_the_version_as_designed(store: Any, trained_iris: Any) -> None:
     manifest = publish_model(store, trained_iris, promote=False)
     prefix = f"iris/versions/{manifest.version}/"
-    assert sorted(store._list("iris/")) == [prefix + name for name in ("forest.npz", "manifest.json", "model.joblib")]
+    assert sorted(store._list("iris/")) == [
+        prefix + name for name in ("explain.npz", "forest.npz", "manifest.json", "model.joblib")
+    ]
     assert Manifest.from_json(store.read_manifest("iris", manifest.version)) == manifest
     assert store.list_versions("iris") == [manifest.version]
 

@@ -15,6 +15,7 @@ from lambda_forest.artifact import final_estimator, runtime_versions, serialize_
 from lambda_forest.compiled import COMPILED_FILE, CompiledForest, compile_forest, read_npz, to_npz, with_categories
 from lambda_forest.drift import summary_stats
 from lambda_forest.errors import TrainingError
+from lambda_forest.explain import EXPLAIN_FILE, explanation_arrays
 from lambda_forest.features import FeatureSchema, category_texts
 from lambda_forest.manifest import CLASSIFICATION, PIPELINE, FileEntry, Manifest
 from lambda_forest.signing import KmsSigner, KmsVerifier, Signer, manifest_message, verify_manifest
@@ -235,7 +236,7 @@ def build_artifact(
     data = model.data
     classes = model.estimator.classes_.tolist() if data.task == CLASSIFICATION else None
     files = {MODEL_FILE: model_bytes}
-    compiled = None
+    compiled = explain = None
     if compile:
         npz = to_npz(with_categories(compile_forest(model.forest), data.features))
         forest = CompiledForest(read_npz(npz), classes)
@@ -245,6 +246,9 @@ def build_artifact(
             progress(f"warning: the native walk was not verified: {forest.native_unavailable} (`make setup` builds it)")
         files[COMPILED_FILE] = npz
         compiled = FileEntry(file=COMPILED_FILE, sha256=sha256(npz), bytes=len(npz))
+        # Read only for Tree SHAP, so plain predictions never download it.
+        files[EXPLAIN_FILE] = explain_npz = to_npz(explanation_arrays(model.forest))
+        explain = FileEntry(file=EXPLAIN_FILE, sha256=sha256(explain_npz), bytes=len(explain_npz))
     assert data.report is not None
     manifest = Manifest(
         name=name,
@@ -262,6 +266,7 @@ def build_artifact(
         artifact=FileEntry(file=MODEL_FILE, sha256=model_sha, bytes=len(model_bytes)),
         runtime=runtime_versions(),
         compiled=compiled,
+        explain=explain,
         features=feature_entries(data),
         excluded_columns=data.excluded_columns,
         data_report=data.report.to_dict(),

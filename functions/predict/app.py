@@ -43,6 +43,7 @@ from lambda_forest.errors import (
     ResponseTooLarge,
     RouteNotFound,
 )
+from lambda_forest.explain import ExplainOptions
 from lambda_forest.features import ValidatedRows
 from lambda_forest.front_doors import FUNCTION_URL, HTTP_API, REST_API, front_door
 from lambda_forest.manifest import Manifest
@@ -167,6 +168,7 @@ class Served:
     manifest: Manifest
     rows: ValidatedRows
     result: Prediction
+    explanations: list[dict[str, Any]] | None = None  # when the request asked for them
 
 
 def serve(request: PredictRequest) -> Served:
@@ -174,7 +176,11 @@ def serve(request: PredictRequest) -> Served:
     model = models.get()
     rows = model.manifest.schema.validate(request.instances, text=request.text, row_label=request.row_label)
     record_row_quality(rows)
-    return Served(model.manifest, rows, run_prediction(model, rows.matrix, request.probabilities))
+    if request.explain is None:
+        return Served(model.manifest, rows, run_prediction(model, rows.matrix, request.probabilities))
+    model.explainer.check_budget(request.explain, len(rows.matrix), config.explain_seconds)
+    result, explanations = run_explained_prediction(model, rows.matrix, request.probabilities, request.explain)
+    return Served(model.manifest, rows, result, explanations)
 
 
 def predict_request(
@@ -194,7 +200,8 @@ def predict() -> Response:
     request = predict_request(config.max_batch_rows)
     served = serve(request)
     response = json_within_lambda_limit(
-        predict_response(served.manifest, served.result, served.rows, request_id()), len(served.rows.matrix)
+        predict_response(served.manifest, served.result, served.rows, request_id(), served.explanations),
+        len(served.rows.matrix),
     )
     capture_prediction(request, served)
     return response
@@ -237,6 +244,8 @@ def json_within_lambda_limit(body: dict[str, Any], rows: int) -> Response:
     if size > LAMBDA_RESPONSE_LIMIT_BYTES:
         fit = max(1, int(rows * (LAMBDA_RESPONSE_LIMIT_BYTES - RESPONSE_ENVELOPE_BYTES) / size))
         smaller = ' or "probabilities": false' if "probabilities" in body else ""
+        if "explanations" in body:
+            smaller += ' or without "explain"' if "probabilities" not in body else ', without "explain"'
         raise ResponseTooLarge(
             f"The answer to {rows} rows would be {size / 1e6:.1f} MB, over Lambda's 6 MB response limit; "
             f"send at most {fit} rows per request{smaller}."
@@ -246,7 +255,8 @@ def json_within_lambda_limit(body: dict[str, Any], rows: int) -> Response:
 
 @route("GET", "/model")
 def describe_model() -> dict[str, Any]:
-    return models.get().manifest.public()
+    model = models.get()
+    return {**model.manifest.public(), "explanations": model.explainer.describe()}
 
 
 @route("GET", "/health")
@@ -386,6 +396,26 @@ def run_prediction(model: LoadedModel, rows: Any, with_probabilities: bool) -> P
     )
     metrics.add_metric(name="RowsPerRequest", unit=MetricUnit.Count, value=len(rows))
     return result
+
+
+@tracer.capture_method(capture_response=False)
+def run_explained_prediction(
+    model: LoadedModel, rows: Any, with_probabilities: bool, options: ExplainOptions
+) -> tuple[Prediction, list[dict[str, Any]]]:
+    started = time.perf_counter()
+    if model.explainer.needs_leaves(options.method):  # one numpy walk serves the prediction and the path
+        result, leaves = model.predictor.predict_with_leaves(rows, with_probabilities)
+    else:
+        result, leaves = model.predictor.predict(rows, with_probabilities), None
+    explained = model.explainer.explain(options, rows, leaves, result.predictions)
+    explanations = model.explainer.to_json(explained, result.predictions)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    with single_metric(
+        name="ExplanationLatency", unit=MetricUnit.Milliseconds, value=elapsed_ms, namespace=metrics.namespace
+    ) as metric:
+        metric.add_dimension(name="method", value=options.method)
+    metrics.add_metric(name="RowsPerRequest", unit=MetricUnit.Count, value=len(rows))
+    return result, explanations
 
 
 def record_row_quality(rows: ValidatedRows) -> None:

@@ -34,6 +34,10 @@ class Prediction:
 class Predictor(Protocol):
     def predict(self, rows: np.ndarray, with_probabilities: bool) -> Prediction: ...
 
+    def predict_with_leaves(self, rows: np.ndarray, with_probabilities: bool) -> tuple[Prediction, np.ndarray]:
+        """The prediction and the leaf (global node id, as in the compiled forest) of each row in each tree."""
+        ...
+
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -148,3 +152,11 @@ class EstimatorPredictor:
             proba = self.estimator.predict_proba(rows)
         labels = self.estimator.classes_.take(np.argmax(proba, axis=1), axis=0)
         return Prediction(labels.tolist(), proba.tolist() if with_probabilities else None)
+
+    def predict_with_leaves(self, rows: np.ndarray, with_probabilities: bool) -> tuple[Prediction, np.ndarray]:
+        # scikit-learn's own routes; its per-tree node ids offset as the compiled forest numbers nodes. The
+        # forest reads the validated matrix as it is: categories arrive as the codes a Pipeline's encoder gives.
+        forest = final_estimator(self.estimator)
+        sizes = [tree.tree_.node_count for tree in forest.estimators_]
+        roots = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        return self.predict(rows, with_probabilities), forest.apply(rows) + roots

@@ -139,6 +139,7 @@ class CompiledForest:
     """
 
     def __init__(self, arrays: dict[str, np.ndarray], classes: list[Any] | None, native: bool = True) -> None:
+        self.arrays = arrays  # as in forest.npz, for the explainer
         self.classify = bool(arrays["classify"])
         self.n_features = int(arrays["n_features"])
         self.n_trees = int(arrays["n_trees"])
@@ -236,28 +237,55 @@ class CompiledForest:
         return self._numpy_mean_output(X)
 
     def _numpy_mean_output(self, X: np.ndarray) -> np.ndarray:
+        return self.output_of_leaves(self._numpy_leaves(X))
+
+    def _numpy_leaves(self, X: np.ndarray) -> np.ndarray:
         missing = bool(np.isnan(X).any())
         if X.shape[0] * self.n_trees <= ALL_TREES_MAX_PAIRS:
-            leaves = self._walk_all_trees(X, missing)  # (rows, trees)
+            return self._walk_all_trees(X, missing)
+        by_tree = np.empty((self.n_trees, X.shape[0]), dtype=self.index)
+        for tree in range(self.n_trees):
+            by_tree[tree] = self._walk_one_tree(X, tree, missing)
+        return by_tree.T
+
+    def leaves(self, rows: np.ndarray) -> np.ndarray:
+        """The leaf (global node id) each row reaches in each tree, shape (rows, trees)."""
+        return self._numpy_leaves(np.ascontiguousarray(rows, dtype=np.float32))
+
+    def output_of_leaves(self, leaves: np.ndarray) -> np.ndarray:
+        """The forest's output for rows that reached `leaves`: the tree values summed in tree order, divided.
+
+        Summed as scikit-learn's forest sums them (sequentially, from zeros), so the result is its own.
+        """
+        if leaves.shape[0] * self.n_trees <= ALL_TREES_MAX_PAIRS:
             # Strictly sequential; + 0.0 as scikit-learn starts from zeros (so no -0.0 survives).
             total = np.add.accumulate(self.value[leaves], axis=1)[:, -1] + 0.0
         else:
-            total = np.zeros((X.shape[0], *self.value.shape[1:]))
+            total = np.zeros((leaves.shape[0], *self.value.shape[1:]))
             tree_values = np.empty_like(total)
             for tree in range(self.n_trees):
-                total += np.take(self.value, self._walk_one_tree(X, tree, missing), axis=0, out=tree_values)
+                total += np.take(self.value, leaves[:, tree], axis=0, out=tree_values)
         total /= self.n_trees
         return total
 
-    def predict(self, rows: np.ndarray, with_probabilities: bool, walk: str | None = None) -> Prediction:
-        if rows.shape[1] != self.n_features:
-            raise ValueError(f"expected {self.n_features} features, got {rows.shape[1]}")
-        averaged = self.mean_output(rows, walk)
+    def prediction_of(self, averaged: np.ndarray, with_probabilities: bool) -> Prediction:
         if not self.classify:
             return Prediction(averaged.tolist())
         assert self.classes is not None
         labels = self.classes.take(np.argmax(averaged, axis=1))
         return Prediction(labels.tolist(), averaged.tolist() if with_probabilities else None)
+
+    def predict(self, rows: np.ndarray, with_probabilities: bool, walk: str | None = None) -> Prediction:
+        if rows.shape[1] != self.n_features:
+            raise ValueError(f"expected {self.n_features} features, got {rows.shape[1]}")
+        return self.prediction_of(self.mean_output(rows, walk), with_probabilities)
+
+    def predict_with_leaves(self, rows: np.ndarray, with_probabilities: bool) -> tuple[Prediction, np.ndarray]:
+        """The prediction and the leaves it came from (one numpy walk serves both), for path explanations."""
+        if rows.shape[1] != self.n_features:
+            raise ValueError(f"expected {self.n_features} features, got {rows.shape[1]}")
+        leaves = self.leaves(rows)
+        return self.prediction_of(self.output_of_leaves(leaves), with_probabilities), leaves
 
 
 def read_npz(data: bytes) -> dict[str, np.ndarray]:

@@ -46,6 +46,7 @@ class FunctionConfig:
     cors_allow_origins: tuple[str, ...] = ()
     capture_sample_rate: float = 0.0
     capture_max_rows: int = 100
+    explain_seconds: float = 10.0  # Tree SHAP's share of the 20 s timeout
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> FunctionConfig:
@@ -69,6 +70,7 @@ class FunctionConfig:
                 cors_allow_origins=_origins(environ),
                 capture_sample_rate=_number(environ, "CAPTURE_SAMPLE_RATE", 0.0, float, maximum=1.0),
                 capture_max_rows=_number(environ, "CAPTURE_MAX_ROWS", 100, int, minimum=1),
+                explain_seconds=_number(environ, "EXPLAIN_BUDGET_SECONDS", 10.0, float),
             )
         except ConfigError:
             raise

@@ -57,6 +57,18 @@ class ModelNotFound(RequestError):
     code = "model_not_found"
 
 
+class ExplainUnsupported(RequestError):
+    """An explanation method the model version has no data for."""
+
+    code = "explain_unsupported"
+
+
+class ExplainOverBudget(RequestError):
+    """Tree SHAP that would outrun the function's time."""
+
+    code = "explain_over_budget"
+
+
 class TooManyInstances(RequestError):
     status = 413
     code = "too_many_instances"

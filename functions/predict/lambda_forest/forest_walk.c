@@ -28,7 +28,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
-#define LF_ABI_VERSION 1
+#define LF_ABI_VERSION 2
 #define LOCKSTEP 16            /* rows walked together through a tree */
 #define CHUNK_BYTES (1 << 20)  /* rows (this many bytes of them) walked through every tree before the next */
 #define CHECK_EVERY 4          /* levels between checks that a group still has rows off their leaves */
@@ -159,4 +159,71 @@ static void run_split(row_range_fn run, const lf_forest *f, const float *rows, i
 void lf_predict(const lf_forest *forest, const float *rows, int64_t n_rows, double *out, int n_threads) {
     if (n_rows <= 0) return;
     run_split(predict_rows, forest, rows, n_rows, out, (int64_t)sizeof(double) * forest->n_outputs, n_threads);
+}
+
+/* One level for `n` rows, as `step`, adding each move's change of node value to the row's contributions
+ * (`contribution[i * n_features * n_outputs + feature * n_outputs + k]`) for the feature split on. */
+static inline int step_path(const lf_forest *f, const float *rows, int n, int32_t *node, double *contribution,
+                            const int nan_routes) {
+    const int64_t n_out = f->n_outputs, width = (int64_t)f->n_features * n_out;
+    int moved = 0;
+    for (int i = 0; i < n; i++) {
+        const int32_t id = node[i];
+        const float x = rows[(int64_t)i * f->n_features + f->feature[id]];
+        int went_left = x <= f->threshold[id];
+        if (nan_routes && x != x) went_left = f->missing_left[id];
+        const int32_t next = f->children[2 * (int64_t)id + went_left];
+        if (next != id) {
+            double *sum = contribution + i * width + (int64_t)f->feature[id] * n_out;
+            const double *from = f->value + (int64_t)id * n_out, *to = f->value + (int64_t)next * n_out;
+            for (int64_t k = 0; k < n_out; k++) sum[k] += to[k] - from[k];
+            moved = 1;
+        }
+        node[i] = next;
+    }
+    return moved;
+}
+
+/* out[n_rows * n_features * n_outputs]: path contributions (Saabas). Along each row's route through each
+ * tree, the change of the node value at each step is added to the row's entry for the feature split on,
+ * tree by tree in order, then divided by the number of trees: the mean root value (the bias) plus the sum
+ * over features is what predict_rows gives, up to rounding. Rows go through the trees as in predict_rows,
+ * in chunks sized so that the rows and their contributions stay in cache together. */
+static void path_rows(const lf_forest *f, const float *rows, int64_t n_rows, void *out_) {
+    double *out = out_;
+    const int64_t width = (int64_t)f->n_features * f->n_outputs;
+    int32_t node[LOCKSTEP];
+    const int nan_routes = any_nan(rows, n_rows * f->n_features);
+    for (int64_t i = 0; i < n_rows * width; i++) out[i] = 0.0;
+    int64_t chunk_rows = CHUNK_BYTES / ((int64_t)sizeof(float) * f->n_features + (int64_t)sizeof(double) * width);
+    if (chunk_rows < LOCKSTEP) chunk_rows = LOCKSTEP;
+    for (int64_t chunk = 0; chunk < n_rows; chunk += chunk_rows) {
+        const int64_t chunk_end = chunk + chunk_rows < n_rows ? chunk + chunk_rows : n_rows;
+        for (int32_t tree = 0; tree < f->n_trees; tree++) {
+            for (int64_t start = chunk; start < chunk_end; start += LOCKSTEP) {
+                const int n = chunk_end - start < LOCKSTEP ? (int)(chunk_end - start) : LOCKSTEP;
+                const float *group = rows + start * f->n_features;
+                double *contribution = out + start * width;
+                for (int i = 0; i < n; i++) node[i] = f->roots[tree];
+                for (int level = 1, depth = f->depths[tree]; level <= depth; level++) {
+                    const int moved = nan_routes ? step_path(f, group, n, node, contribution, 1)
+                                                 : step_path(f, group, n, node, contribution, 0);
+                    if (!moved) break; /* every row of the group sits on its leaf */
+                }
+            }
+        }
+    }
+    for (int64_t i = 0; i < n_rows * width; i++) out[i] /= f->n_trees;
+}
+
+/*
+ * lf_path_contributions: path contributions of `n_rows` rows, for every output.
+ *   rows  float32 [n_rows * n_features], C order
+ *   out   float64 [n_rows * n_features * n_outputs], written (never read)
+ *   n_threads  threads to split the rows across
+ */
+void lf_path_contributions(const lf_forest *forest, const float *rows, int64_t n_rows, double *out, int n_threads) {
+    if (n_rows <= 0) return;
+    const int64_t row_bytes = (int64_t)sizeof(double) * forest->n_features * forest->n_outputs;
+    run_split(path_rows, forest, rows, n_rows, out, row_bytes, n_threads);
 }

@@ -61,6 +61,7 @@ class Manifest:
     runtime: dict[str, str]
     classes: list[Any] | None = None
     compiled: FileEntry | None = None
+    explain: FileEntry | None = None  # the covers Tree SHAP needs (explain.npz), beside the compiled forest
     # Tables (shared/DESIGN.md section 2); None in manifests published before they existed.
     features: list[dict[str, Any]] | None = None
     excluded_columns: list[dict[str, str]] | None = None
@@ -88,7 +89,7 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         body = asdict(self)
         extra = body.pop("extra")
-        for optional in ("classes", "compiled", *OPTIONAL_TABLE_FIELDS):
+        for optional in ("classes", "compiled", "explain", *OPTIONAL_TABLE_FIELDS):
             if body[optional] is None:
                 del body[optional]
         return {"format": body.pop("format"), **body, **extra}
@@ -123,8 +124,9 @@ class Manifest:
         try:
             fields = {key: value for key, value in body.items() if key in known}
             fields["artifact"] = FileEntry(**fields["artifact"])
-            if fields.get("compiled"):
-                fields["compiled"] = FileEntry(**fields["compiled"])
+            for optional in ("compiled", "explain"):
+                if fields.get(optional):
+                    fields[optional] = FileEntry(**fields[optional])
             manifest = cls(**fields, extra={k: v for k, v in body.items() if k not in known})
         except (KeyError, TypeError) as exc:
             raise InvalidArtifact("The model's manifest is incomplete.", detail=repr(exc)) from None

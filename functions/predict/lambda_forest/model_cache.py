@@ -16,9 +16,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lambda_forest.artifact import EstimatorPredictor, Predictor, load_estimator
+import numpy as np
+
+from lambda_forest.artifact import EstimatorPredictor, Predictor, final_estimator, load_estimator, verify
 from lambda_forest.deadline import time_limit
 from lambda_forest.errors import InvalidArtifact, PickleNotAllowed
+from lambda_forest.explain import ModelExplainer
 from lambda_forest.manifest import Manifest
 from lambda_forest.signing import Verifier, verify_alias, verify_manifest
 from lambda_forest.store import DEFAULT_ALIAS, Alias, ModelStore
@@ -37,6 +40,7 @@ class LoadedModel:
     manifest: Manifest
     predictor: Predictor
     load_seconds: float
+    explainer: ModelExplainer
 
     @property
     def identity(self) -> dict[str, str]:
@@ -74,7 +78,11 @@ def load_version(store: ModelStore, name: str, version: str, policy: LoadPolicy 
     if manifest.compiled is not None:
         from lambda_forest.compiled import load_compiled
 
-        predictor: Predictor = load_compiled(manifest, store.read_file(name, version, manifest.compiled.file))
+        forest = load_compiled(manifest, store.read_file(name, version, manifest.compiled.file))
+        predictor: Predictor = forest
+        explainer = ModelExplainer(
+            lambda: forest.arrays, _cover_reader(store, name, manifest), manifest.feature_names, manifest.classes
+        )
     elif not policy.allow_pickle:
         raise PickleNotAllowed(
             f"Version {version} of {name} has no compiled forest, and this function does not unpickle "
@@ -82,9 +90,34 @@ def load_version(store: ModelStore, name: str, version: str, policy: LoadPolicy 
             "--no-compile), or deploy with AllowPickle=true if only trusted people can write the model store.",
         )
     else:
+        from lambda_forest.compiled import compile_forest
+        from lambda_forest.explain import explanation_arrays
+
         estimator = load_estimator(manifest, store.read_file(name, version, manifest.artifact.file))
         predictor = EstimatorPredictor(estimator, manifest.is_classifier, manifest.schema)
-    return LoadedModel(manifest, predictor, time.perf_counter() - started)
+        # The fitted trees, flattened as publishing flattens them, explain exactly like the compiled forest.
+        explainer = ModelExplainer(
+            lambda: compile_forest(final_estimator(estimator)),
+            lambda: explanation_arrays(final_estimator(estimator))["cover"],
+            manifest.feature_names,
+            manifest.classes,
+        )
+    return LoadedModel(manifest, predictor, time.perf_counter() - started, explainer)
+
+
+def _cover_reader(store: ModelStore, name: str, manifest: Manifest) -> Callable[[], np.ndarray] | None:
+    """Reads explain.npz on the first Tree SHAP request (plain predictions never pay for it)."""
+    entry = manifest.explain
+    if entry is None:
+        return None  # published before explanations: path contributions only
+
+    def read() -> np.ndarray:
+        from lambda_forest.explain import read_explanation_arrays
+
+        data = verify(entry, store.read_file(name, manifest.version, entry.file))
+        return read_explanation_arrays(data)["cover"]
+
+    return read
 
 
 class ModelCache:

@@ -21,7 +21,7 @@ import numpy as np
 from lambda_forest.config import vcpu_share
 
 LIBRARY_FILE = "liblambda_forest_walk.so"
-ABI_VERSION = 1  # LF_ABI_VERSION in forest_walk.c
+ABI_VERSION = 2  # LF_ABI_VERSION in forest_walk.c
 # Batches with fewer (row, tree) pairs than this per thread walk on one thread: a thread's start and join
 # (tens of microseconds) would cost more than it saves. Measured in benchmarks (see README).
 PAIRS_PER_THREAD = 20_000
@@ -82,6 +82,8 @@ def load_library() -> Library:
             ctypes.c_int,
         )
         cdll.lf_predict.restype = None
+        cdll.lf_path_contributions.argtypes = cdll.lf_predict.argtypes
+        cdll.lf_path_contributions.restype = None
         return Library(cdll)
     return Library(None, "; ".join(failures) or f"{LIBRARY_FILE} was not found")
 
@@ -102,6 +104,7 @@ class NativeWalk:
 
     def __init__(self, library: ctypes.CDLL, arrays: dict[str, np.ndarray], n_trees: int, n_features: int) -> None:
         self._predict = library.lf_predict
+        self._path_contributions = library.lf_path_contributions
         self.n_features = n_features
         self.value = np.ascontiguousarray(arrays["value"], dtype=np.float64)
         self.n_outputs = 1 if self.value.ndim == 1 else self.value.shape[1]
@@ -128,6 +131,14 @@ class NativeWalk:
         out = np.empty((X.shape[0], *self.value.shape[1:]), dtype=np.float64)
         n_threads = self.threads_for(X.shape[0]) if threads is None else threads
         self._predict(ctypes.byref(self._forest), X.ctypes.data, X.shape[0], out.ctypes.data, n_threads)
+        return out
+
+    def path_contributions(self, X: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """(rows, features, outputs): each row's path contributions (Saabas), for every output."""
+        assert X.dtype == np.float32 and X.flags.c_contiguous and X.shape[1] == self.n_features
+        out = np.empty((X.shape[0], self.n_features, self.n_outputs), dtype=np.float64)
+        n_threads = self.threads_for(X.shape[0]) if threads is None else threads
+        self._path_contributions(ctypes.byref(self._forest), X.ctypes.data, X.shape[0], out.ctypes.data, n_threads)
         return out
 
 

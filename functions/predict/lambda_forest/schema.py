@@ -24,6 +24,7 @@ from lambda_forest.errors import (
     TooManyInstances,
     TooManyLabels,
 )
+from lambda_forest.explain import EXPLAIN_SHAPE, ExplainOptions
 from lambda_forest.features import RowLabel, ValidatedRows, category_text, instances_row, json_type, quote
 from lambda_forest.manifest import Manifest
 from lambda_forest.protocols import mlflow
@@ -66,6 +67,7 @@ PREDICT_OPTIONS: dict[str, Any] = {
         "description": "your own row ids, one distinct string per row, kept with captured rows for ground truth",
         CHECKED_BY: "lambda_forest.schema._check_ids",
     },
+    "explain": EXPLAIN_SHAPE,
 }
 INSTANCES_FORM = obj(
     {"instances": rows("rows as lists in feature_names order, or objects by feature name"), **PREDICT_OPTIONS},
@@ -86,6 +88,7 @@ class PredictRequest:
     text: bool = False  # cells are text (CSV, BYTES tensors): the validator parses them
     row_label: RowLabel = instances_row  # how messages name a row
     ids: list[str] | None = None  # the caller's row ids, kept with captured rows for ground truth
+    explain: ExplainOptions | None = None  # explanations asked for (lambda_forest.explain)
 
 
 def parse_json(body: str | bytes | None, example: str = EXAMPLE) -> Any:
@@ -115,6 +118,8 @@ def parse_predict_body(body: str | bytes | None, max_rows: int) -> PredictReques
     check_row_count(len(instances), max_rows, "The request" if form is not INSTANCES_FORM else "'instances'")
     if "ids" in options:
         _check_ids(options["ids"], len(instances))
+    if "explain" in options:
+        options["explain"] = ExplainOptions.parse(options["explain"])
     return PredictRequest(instances, row_label=label, **options)
 
 
@@ -151,7 +156,11 @@ def check_row_id(row_id: Any, where: str, error: type[RequestError] = InvalidLab
 
 
 def predict_response(
-    manifest: Manifest, result: Prediction, rows: ValidatedRows | None = None, request_id: str | None = None
+    manifest: Manifest,
+    result: Prediction,
+    rows: ValidatedRows | None = None,
+    request_id: str | None = None,
+    explanations: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": {"name": manifest.name, "version": manifest.version},
@@ -163,6 +172,8 @@ def predict_response(
             body["probabilities"] = result.probabilities
     if rows is not None and rows.warnings:
         body["warnings"] = rows.warning_dicts()
+    if explanations is not None:
+        body["explanations"] = explanations
     body["request_id"] = request_id
     return body
 
