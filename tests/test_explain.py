@@ -400,7 +400,7 @@ def test_tree_shap_in_small_chunks_gives_the_same_values(fitted: Any, monkeypatc
 
 @pytest.fixture(scope="module")
 def trained_tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The loans table of test_tables (categories, blanks) as a classifier and as a regressor."""
+    """The loans table of tests.conftest (categories, blanks) as a classifier and as a regressor."""
     from tests.conftest import mixed_frame
     from training.forest import ForestParams, train
     from training.tables import TableOptions, load_table
