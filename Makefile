@@ -66,6 +66,7 @@ lint: setup
 bench: setup
 	sam build --parameter-overrides Architecture=$(ARCH)  # every layer: the benchmark runs the lean one too
 	$(PY) -m benchmarks
+	$(PY) -m benchmarks.batch  # batch scoring: rows per second per worker, cost per million rows
 
 clean:
 	rm -rf .aws-sam $(NATIVE_HOST)

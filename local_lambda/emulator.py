@@ -129,6 +129,8 @@ class Emulator:
     memory_mb: int = 1024
     timeout_s: int = 20
     log_path: Path | None = None
+    function: str = FUNCTION  # the build's function directory, and its handler (the batch functions share the code)
+    handler: str = HANDLER
     _process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -143,9 +145,9 @@ class Emulator:
         self.stop()
 
     def start(self) -> None:
-        task_root = self.build_dir / FUNCTION
+        task_root = self.build_dir / self.function
         layer = layer_dir(self.build_dir, self.lean)
-        if not (task_root / "app.py").exists() or not layer.exists():
+        if not (task_root / f"{self.handler.split('.')[0]}.py").exists() or not layer.exists():
             raise EmulatorError(f"No built function in {self.build_dir}; run `make build` (sam build) first.")
         runtime = ensure_runtime()
         env = {
@@ -175,7 +177,7 @@ class Emulator:
             "-S",
             "-m",
             "awslambdaric",
-            HANDLER,
+            self.handler,
         ]
         # The emulator binary from the aws-sam-cli wheel and this Python: no shell, no caller input.
         self._process = subprocess.Popen(command, cwd=task_root, env=env, stdout=log, stderr=subprocess.STDOUT)  # nosec B603

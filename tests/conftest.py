@@ -32,6 +32,8 @@ os.environ.update(
     POWERTOOLS_LOG_LEVEL="WARNING",
     MODEL_STORE="/nonexistent/lambda-forest-store",
     MODEL_NAME="iris",
+    BATCH_INPUT_PREFIX="s3://lambda-forest-test-batch/input",
+    BATCH_OUTPUT_PREFIX="s3://lambda-forest-test-batch/output",
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -326,7 +328,8 @@ def handler(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Callable[[dict[str
 # Tools of the dev environment, and the `sam build` output (built once per session).
 
 
-def run_tool(*command: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_tool(*command: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """`timeout` caps a hung tool; it is no timing assertion (`sam build` of every layer took 4 min at load 15)."""
     env = {**os.environ, "SAM_CLI_TELEMETRY": "0", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 

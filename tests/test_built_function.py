@@ -347,3 +347,53 @@ def test_schemathesis_finds_no_server_error_and_no_answer_off_the_document(emula
     summary = result.stdout[result.stdout.rfind("SUMMARY") :]
     print(summary)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+def test_built_batch_functions_score_a_file_on_the_lean_layer(
+    build_dir: Path, trained_iris: Any, served_s3_store: Any
+) -> None:
+    """BatchPlan and ScoreChunk as `sam build` made them (the predict function's code and lean layer),
+    under the emulator, one step after another, reading and writing S3 on moto's server."""
+    import csv
+    import io
+
+    publish_model(served_s3_store, trained_iris)
+    client = served_s3_store.client
+    bucket = f"{served_s3_store.bucket}-batch"
+    client.create_bucket(Bucket=bucket)
+    X = np.resize(trained_iris.data.X, (300, 4))
+    text = io.StringIO(newline="")
+    csv.writer(text).writerows(
+        [["id", *trained_iris.data.feature_names], *([f"r{i}", *r] for i, r in enumerate(X.tolist()))]
+    )
+    client.put_object(Bucket=bucket, Key="in/rows.csv", Body=text.getvalue().encode())
+    env = local_environment(
+        served_s3_store.uri, "iris", BATCH_INPUT_PREFIX=f"s3://{bucket}/in", BATCH_OUTPUT_PREFIX=f"s3://{bucket}/out"
+    )
+    output = f"s3://{bucket}/out/run"
+    plan_fn = Emulator(
+        env, build_dir=build_dir, lean=True, function="BatchPlanFunction", handler="batch_app.plan_handler"
+    )
+    chunk_fn = Emulator(
+        env, build_dir=build_dir, lean=True, function="ScoreChunkFunction", handler="batch_app.chunk_handler"
+    )
+    with plan_fn, chunk_fn:
+        request = {"input": f"s3://{bucket}/in/rows.csv", "output": output, "model_name": "iris", "chunk_bytes": 3000}
+        planned = plan_fn.invoke({"step": "plan", "request": request})
+        assert planned.get("concurrency") == 100, planned
+        ranges = json.loads(client.get_object(Bucket=bucket, Key=planned["ranges_key"])["Body"].read())
+        for byte_range in ranges:
+            assert "start" in chunk_fn.invoke({"step": "scan", "output": output, "range": byte_range})
+        assert plan_fn.invoke({"step": "index", "output": output})["rows"] == 300
+        chunks = json.loads(client.get_object(Bucket=bucket, Key=planned["chunks_key"])["Body"].read())
+        for chunk in chunks:
+            assert chunk_fn.invoke({"step": "score", "output": output, "chunk": chunk})["scored"] == chunk["rows"]
+        summary = plan_fn.invoke({"step": "summarize", "output": output})
+    assert (summary["status"], summary["scored"], summary["errors"]) == ("succeeded", 300, 0)
+    rows = []
+    for chunk in chunks:
+        body = client.get_object(Bucket=bucket, Key=f"out/run/part-{chunk['index']:05d}.csv")["Body"].read().decode()
+        rows += list(csv.DictReader(io.StringIO(body)))
+    assert [row["prediction"] for row in rows] == trained_iris.estimator.predict(X).tolist()
+    probabilities = [[float(row[f"probability_{c}"]) for c in trained_iris.estimator.classes_] for row in rows]
+    assert np.array_equal(np.array(probabilities), trained_iris.estimator.predict_proba(X))

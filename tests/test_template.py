@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -503,3 +504,110 @@ def test_model_bucket_access_logs_are_optional_and_expire() -> None:
     [write, deny] = resources["ModelBucketAccessLogBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
     assert write["Principal"] == {"Service": "logging.s3.amazonaws.com"} and write["Action"] == "s3:PutObject"
     assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+# The BatchScore state machine and its functions.
+
+
+def batch_definition(resources: dict[str, Any]) -> dict[str, Any]:
+    return resources["BatchScoreStateMachine"]["Properties"]["Definition"]
+
+
+def walk_states(states: dict[str, Any], start: str) -> set[str]:
+    """The states reachable from `start`; every transition must name a state that exists."""
+    seen, pending = set(), [start]
+    while pending:
+        name = pending.pop()
+        assert name in states, f"transition to missing state {name!r}"
+        if name in seen:
+            continue
+        seen.add(name)
+        spec = states[name]
+        targets = [spec.get("Next"), spec.get("Default"), *(c["Next"] for c in spec.get("Choices", []))]
+        targets += [catch["Next"] for catch in spec.get("Catch", [])]
+        pending += [target for target in targets if target]
+        if spec["Type"] == "Map":
+            processor = spec["ItemProcessor"]
+            assert walk_states(processor["States"], processor["StartAt"]) == set(processor["States"])
+        if spec["Type"] not in ("Succeed", "Fail", "Choice"):
+            assert spec.get("End") or spec.get("Next"), f"{name} neither ends nor moves on"
+    return seen
+
+
+def test_batch_state_machine_graph_is_whole(resources: dict[str, Any]) -> None:
+    definition = batch_definition(resources)
+    assert walk_states(definition["States"], definition["StartAt"]) == set(definition["States"])
+    maps = {name: spec for name, spec in definition["States"].items() if spec["Type"] == "Map"}
+    assert set(maps) == {"Scan", "Score"}
+    for spec in maps.values():
+        assert spec["ItemProcessor"]["ProcessorConfig"]["Mode"] == "DISTRIBUTED"
+        assert spec["ItemReader"]["Resource"] == "arn:aws:states:::s3:getObject"  # items never ride in the state
+        assert spec["ResultWriter"]["Resource"] == "arn:aws:states:::s3:putObject"
+        assert spec["MaxConcurrencyPath"] == "$.plan.concurrency"
+    # A chunk may run for up to 15 minutes: longer than an express child workflow may live.
+    assert maps["Score"]["ItemProcessor"]["ProcessorConfig"]["ExecutionType"] == "STANDARD"
+    assert maps["Score"]["ToleratedFailurePercentage"] == 100  # failures reach the summary
+
+
+def test_batch_workers_retry_timeouts_and_throttles_with_backoff(resources: dict[str, Any]) -> None:
+    states = batch_definition(resources)["States"]
+    for map_state in ("Scan", "Score"):
+        [task] = states[map_state]["ItemProcessor"]["States"].values()
+        [retry] = task["Retry"]
+        assert {"Sandbox.Timedout", "States.Timeout", "Lambda.TooManyRequestsException", "StoreUnreachable"} <= set(
+            retry["ErrorEquals"]
+        )
+        assert retry["BackoffRate"] >= 2 and retry["MaxAttempts"] >= 3 and retry["JitterStrategy"] == "FULL"
+        assert "InvalidInput" not in retry["ErrorEquals"]  # a bad file fails at once
+
+
+def s3_statements(role: dict[str, Any]) -> list[dict[str, Any]]:
+    """The role's statements; a conditional one (Fn::If) counts as its statement when the condition holds."""
+    statements = [s for policy in role["Properties"]["Policies"] for s in policy["PolicyDocument"]["Statement"]]
+    return [s["Fn::If"][1] if "Fn::If" in s else s for s in statements]
+
+
+def test_batch_functions_read_input_and_model_and_write_only_the_output(resources: dict[str, Any]) -> None:
+    input_arn = "arn:${AWS::Partition}:s3:::${Bucket}/${BatchInputPrefix}/*"
+    output_arn = "arn:${AWS::Partition}:s3:::${Bucket}/${BatchOutputPrefix}/*"
+    for function in ("BatchPlanFunction", "ScoreChunkFunction"):
+        statements = s3_statements(resources[f"{function}Role"])
+        [verify] = [s for s in statements if s["Action"] == "kms:Verify"]  # with ModelSigningKeyArn, as the API
+        assert verify["Resource"] == {"Ref": "ModelSigningKeyArn"}
+        statements.remove(verify)
+        writes = {"s3:PutObject", "s3:AbortMultipartUpload"}
+        for statement in statements:
+            actions = set(statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]])
+            assert actions <= {"s3:GetObject", "s3:ListBucket"} | writes, actions
+            resource = json.dumps(statement["Resource"])
+            if actions & writes:
+                assert output_arn in resource and input_arn not in resource and "Model" not in resource
+            assert '"*"' not in resource
+        readable = json.dumps([s["Resource"] for s in statements if "s3:GetObject" in json.dumps(s["Action"])])
+        assert input_arn in readable and "${ModelBucket.Arn}/${ModelPrefix}/${ModelName}/*" in readable
+        properties = resources[function]["Properties"]
+        assert properties["Layers"] == resources["PredictFunction"]["Properties"]["Layers"]  # the API's layer
+        assert properties["Code"] == resources["PredictFunction"]["Properties"]["Code"]  # and its code
+
+
+def test_batch_state_machine_may_only_invoke_its_functions_and_use_the_output_prefix(
+    resources: dict[str, Any],
+) -> None:
+    statements = s3_statements(resources["BatchScoreRole"])
+    by_sid = {statement["Sid"]: statement for statement in statements}
+    assert by_sid["InvokeBatchFunctions"]["Action"] == "lambda:InvokeFunction"
+    assert "BatchPlanFunction" in json.dumps(by_sid["InvokeBatchFunctions"]["Resource"])
+    s3 = by_sid["ReadPlansAndWriteMapResults"]
+    assert "${BatchOutputPrefix}/*" in json.dumps(s3["Resource"]) and "Input" not in json.dumps(s3["Resource"])
+    assert "batch-score" in json.dumps(by_sid["RunMapChildWorkflows"]["Resource"])
+
+
+@pytest.mark.slow
+def test_cfn_lint_checks_the_state_machine_definition(tmp_path: Path) -> None:
+    broken = TEMPLATE.read_text().replace(
+        "                  OutputPath: $.Payload\n", "                  OutputPat: $.Payload\n", 1
+    )
+    assert broken != TEMPLATE.read_text()
+    (tmp_path / "template.yaml").write_text(broken)
+    result = run_tool("cfn-lint", str(tmp_path / "template.yaml"))
+    assert result.returncode != 0 and "OutputPat" in result.stdout

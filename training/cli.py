@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import traceback
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from lambda_forest.batch import DEFAULT_CHUNK_BYTES
 from lambda_forest.capture import label_line, timestamp
 from lambda_forest.config import default_sign_key, default_store, parse_window
 from lambda_forest.errors import LambdaForestError, TrainingError
@@ -20,6 +22,7 @@ from lambda_forest.monitoring import build_report, exit_code
 from lambda_forest.schema import check_row_id, label_checker
 from lambda_forest.signing import KmsSigner, alias_signer
 from lambda_forest.store import DEFAULT_ALIAS, LABELS, AliasSigner, ModelStore, open_store
+from lambda_forest.table_files import FORMATS
 from training.tables import DEFAULT_MAX_CATEGORIES
 
 DEFAULT_STORE = default_store()
@@ -48,6 +51,16 @@ def _max_features(value: str) -> str | float | int | None:
 
 def _columns(value: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in value.split(",") if name.strip())
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be more than 0")
+    return number
 
 
 def _positive_int(value: str) -> int:
@@ -186,6 +199,36 @@ def build_parser(prog: str = "python -m training") -> argparse.ArgumentParser:
     upload.add_argument(
         "--alias", default=DEFAULT_ALIAS, help="whose classes (or task) the labels are checked against (%(default)s)"
     )
+    score = command(
+        "score", "predict every row of a CSV, JSON lines or Parquet file (locally, or on AWS with --on aws)"
+    )
+    score.add_argument("--name", required=True, help="model name in the store")
+    which = score.add_mutually_exclusive_group()
+    which.add_argument("--version", help="score with this version (default: the version --alias points at)")
+    which.add_argument(
+        "--alias", default=DEFAULT_ALIAS, help="alias to resolve, once, at the start (default %(default)s)"
+    )
+    score.add_argument("--input", required=True, help="a local file or s3://BUCKET/KEY (.csv, .jsonl, .parquet)")
+    score.add_argument(
+        "--output", required=True, help="a local file, a directory/ or s3://BUCKET/PREFIX (one part per chunk)"
+    )
+    score.add_argument("--format", choices=FORMATS, help="output format (default: the output file's, else the input's)")
+    score.add_argument("--input-format", choices=FORMATS, help="input format (default: from the input's name)")
+    score.add_argument("--id-column", help="copy this input column into every prediction and error row")
+    score.add_argument(
+        "--chunk-mb",
+        type=_positive_float,
+        default=DEFAULT_CHUNK_BYTES / 2**20,
+        help="bytes per chunk (default %(default)g MB)",
+    )
+    score.add_argument("--on", choices=["local", "aws"], default="local", help="where to score (default %(default)s)")
+    score.add_argument(
+        "--state-machine",
+        default=os.environ.get("LAMBDA_FOREST_STATE_MACHINE"),
+        help="--on aws: the BatchScore state machine ARN (default $LAMBDA_FOREST_STATE_MACHINE)",
+    )
+    score.add_argument("--stack", help="--on aws: read the state machine from this stack's outputs")
+    score.add_argument("--concurrency", type=_positive_int, help="--on aws: workers at once (default: the stack's)")
     return parser
 
 
@@ -400,6 +443,36 @@ def _label_value(text: str, classify: bool) -> str | float:
         return text  # refused by the checker, which says what was expected
 
 
+def command_score(args: argparse.Namespace, store: ModelStore | None) -> int:
+    from lambda_forest.batch import ScoreRequest
+    from training.score import _single_file_output, describe, score_file
+
+    request = ScoreRequest(
+        input=args.input,
+        output=args.output,
+        model_name=args.name,
+        model_version=args.version,
+        model_alias=args.alias,
+        input_format=args.input_format,
+        output_format=args.format,
+        id_column=args.id_column,
+        chunk_bytes=max(int(args.chunk_mb * 2**20), 1),
+        concurrency=args.concurrency,
+    )
+    if args.on == "aws":
+        from training.score_aws import score_on_aws, state_machine_arn
+
+        summary = score_on_aws(request, state_machine_arn(args.state_machine, args.stack), say)
+        final_file = None
+    else:
+        assert store is not None
+        summary = score_file(request, store, say)
+        final_file = _single_file_output(args.output)
+    for line in describe(summary, final_file):
+        print(line)
+    return 0 if not summary.failed_chunks else EXIT_ERROR
+
+
 COMMANDS = {
     "train": command_train,
     "list": command_list,
@@ -408,6 +481,7 @@ COMMANDS = {
     "rollback": command_rollback,
     "monitor": command_monitor,
     "labels": command_labels,
+    "score": command_score,
 }
 # The monitor's 1 and 2 mean warn and alert, so its own failure needs a code of its own.
 EXIT_MONITOR_FAILED = 4
@@ -417,7 +491,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m training") ->
     args = build_parser(prog).parse_args(argv)
     failed = EXIT_MONITOR_FAILED if args.command == "monitor" else EXIT_ERROR
     try:
-        return COMMANDS[args.command](args, open_store(args.store))
+        local = not (args.command == "score" and args.on == "aws")  # on AWS the stack's store is used
+        return COMMANDS[args.command](args, open_store(args.store) if local else None)
     except LambdaForestError as error:
         say(f"error: {error}")
         if args.debug:

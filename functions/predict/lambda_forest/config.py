@@ -166,3 +166,32 @@ def _number[T: (int, float)](
     if maximum is not None and value > maximum:
         raise ConfigError(f"{key}={raw!r} must be at most {maximum}.")
     return value
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """The BatchScore functions' settings: the model (as the API's) and where runs may read and write."""
+
+    model_store: str
+    model_name: str
+    input_prefix: str
+    output_prefix: str
+    concurrency: int = 100
+    allow_pickle: bool = False
+    signing_key: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> BatchConfig:
+        keys = ("MODEL_STORE", "MODEL_NAME", "BATCH_INPUT_PREFIX", "BATCH_OUTPUT_PREFIX")
+        missing = [key for key in keys if not environ.get(key, "").strip()]
+        if missing:
+            raise ConfigError(f"Required setting(s) {', '.join(missing)} not set in the batch function's environment.")
+        return cls(
+            model_store=environ["MODEL_STORE"].strip(),
+            model_name=check_name("MODEL_NAME", environ["MODEL_NAME"].strip()),
+            input_prefix=environ["BATCH_INPUT_PREFIX"].strip(),
+            output_prefix=environ["BATCH_OUTPUT_PREFIX"].strip(),
+            concurrency=_number(environ, "BATCH_CONCURRENCY", 100, int, minimum=1),
+            allow_pickle=_flag(environ, "ALLOW_PICKLE", False),
+            signing_key=environ.get("MODEL_SIGNING_KEY_ARN", "").strip() or None,
+        )

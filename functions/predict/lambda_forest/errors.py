@@ -69,6 +69,12 @@ class ExplainOverBudget(RequestError):
     code = "explain_over_budget"
 
 
+class InvalidInput(RequestError):
+    """A batch input that cannot be scored at all: its format, its header, its quoting."""
+
+    code = "invalid_input"
+
+
 class TooManyInstances(RequestError):
     status = 413
     code = "too_many_instances"

@@ -516,16 +516,23 @@ class S3Store(ModelStore):
         return keys
 
     def _translate(self, key: str, not_modified_ok: bool = False) -> _S3Errors:
-        return _S3Errors(self, key, not_modified_ok)
+        return _S3Errors(self.uri, self.bucket, key, not_modified_ok)
 
 
 class _S3Errors:
-    """Context manager that turns botocore failures into lambda-forest errors (the adapter boundary)."""
+    """Context manager that turns botocore failures into lambda-forest errors (the adapter boundary).
 
-    def __init__(self, store: S3Store, key: str, not_modified_ok: bool) -> None:
-        self.store = store
+    `root` and `key` name the object in messages; `noun` says what it is ("model store", "batch input").
+    """
+
+    def __init__(
+        self, root: str, bucket: str, key: str, not_modified_ok: bool = False, noun: str = "model store"
+    ) -> None:
+        self.root = root
+        self.bucket = bucket
         self.key = key
         self.not_modified_ok = not_modified_ok
+        self.noun = noun
 
     def __enter__(self) -> _S3Errors:
         return self
@@ -535,9 +542,9 @@ class _S3Errors:
             return False
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-        where = f"{self.store.uri}/{self.key}"
+        where = f"{self.root}/{self.key}"
         if isinstance(exc, OutOfTime):
-            raise StoreUnreachable("The model store did not answer in time.", detail=f"{where}: {exc}") from None
+            raise StoreUnreachable(f"The {self.noun} did not answer in time.", detail=f"{where}: {exc}") from None
         if isinstance(exc, ClientError):
             error = exc.response.get("Error", {})
             code = str(error.get("Code", ""))
@@ -550,28 +557,34 @@ class _S3Errors:
                 raise _Conflict(self.key) from None
             if code == "NoSuchBucket":
                 raise StoreAccessDenied(
-                    "The model store's bucket does not exist.",
-                    detail=f"bucket {self.store.bucket!r} ({where}): create it or check --store",
+                    f"The {self.noun}'s bucket does not exist.",
+                    detail=f"bucket {self.bucket!r} ({where}): create it or check the URI",
                 ) from None
             if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
                 raise StoreAccessDenied(
-                    "Access to the model store was refused.",
+                    f"Access to the {self.noun} was refused.",
                     detail=f"{where}: {code}; check the credentials and the bucket policy",
                 ) from None
-            raise StoreUnreachable("The model store returned an error.", detail=f"{where}: {code}") from None
+            raise StoreUnreachable(f"The {self.noun} returned an error.", detail=f"{where}: {code}") from None
         if isinstance(exc, NoCredentialsError):
             raise StoreAccessDenied(
-                "No AWS credentials were found for the model store.",
+                f"No AWS credentials were found for the {self.noun}.",
                 detail=f"{where}: configure credentials (aws configure, AWS_PROFILE or env vars)",
             ) from None
         if isinstance(exc, BotoCoreError):
             raise StoreUnreachable(
-                "The model store cannot be reached.", detail=f"{where}: {type(exc).__name__}: {exc}"
+                f"The {self.noun} cannot be reached.", detail=f"{where}: {type(exc).__name__}: {exc}"
             ) from None
         return False
 
 
-def make_s3_client() -> BaseClient:
+# Other S3 adapters (the batch scorer's input and output) share this translation of AWS errors.
+ObjectMissing = _Missing
+WriteConflict = _Conflict
+S3Errors = _S3Errors
+
+
+def make_s3_client(max_attempts: int = S3_MAX_ATTEMPTS, read_timeout: float = S3_READ_TIMEOUT_SECONDS) -> BaseClient:
     """An S3 client with explicit timeouts and standard retries.
 
     The endpoint honours AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL (boto3 reads them), which is how local
@@ -582,8 +595,8 @@ def make_s3_client() -> BaseClient:
 
     config = Config(
         connect_timeout=S3_CONNECT_TIMEOUT_SECONDS,
-        read_timeout=S3_READ_TIMEOUT_SECONDS,
-        retries={"mode": "standard", "total_max_attempts": S3_MAX_ATTEMPTS},
+        read_timeout=read_timeout,
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
     )
     return bounded(boto3.client("s3", config=config))
 
