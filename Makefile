@@ -25,7 +25,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 FUNCTION_PYTHON := $(shell for p in $(HOME)/.pyenv/versions/$(PYTHON_VERSION).*/bin/python$(PYTHON_VERSION) \
 	$$(command -v python$(PYTHON_VERSION)); do "$$p" -c "" 2>/dev/null && { echo "$$p"; break; }; done)
 
-.PHONY: setup native model build serve invoke test lint bench clean
+.PHONY: setup native arm64 model build serve invoke test lint bench clean
 
 setup: $(VENV)/.installed native
 
@@ -58,6 +58,11 @@ invoke: model build
 test: setup
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
+
+# The arm64 function with both layers, run under qemu user mode: the same answers as x86_64, bit for bit.
+# (The tools, qemu and an aarch64 Python from Debian's packages, are fetched once into .aws-sam/arm64.)
+arm64: setup
+	$(PY) -m pytest -m slow tests/test_arm64.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -9,6 +9,8 @@
 - Precompiles with unchecked-hash bytecode: /opt is read-only, so without .pyc every cold start
   compiles, and hash-based .pyc stay valid whatever timestamps the zip gives the sources.
 - Imports the given modules from the trimmed layer (when this host can run it) and fails if any breaks.
+
+Notes go to stdout: `sam build` shows a Makefile's stdout and hides its stderr unless the build fails.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def drop_unused_files(root: Path, extra_globs: list[str]) -> None:
 def strip_extensions(root: Path, strip: str | None) -> None:
     tool = shutil.which(strip) if strip else None
     if tool is None:
-        print(f"trim_layer: {strip or 'strip'} not found; extension modules keep their symbols", file=sys.stderr)
+        print(f"trim_layer: {strip or 'strip'} not found; extension modules keep their symbols (larger layer)")
         return
     for path in root.rglob("*.so*"):
         if not any(part.endswith(".libs") for part in path.relative_to(root).parts):
@@ -73,7 +75,6 @@ def precompile(root: Path, python_version: str) -> bool:
         print(
             f"trim_layer: this is Python {platform.python_version()}, not {python_version}; "
             "the layer ships without bytecode (slower cold starts)",
-            file=sys.stderr,
         )
         return False
     return compileall.compile_dir(
@@ -87,7 +88,6 @@ def check_imports(root: Path, modules: list[str], python_version: str, platform_
     if not same_python or not platform_tag.endswith(host_arch):
         print(
             f"trim_layer: cannot run a {platform_tag} Python {python_version} layer here; imports not checked",
-            file=sys.stderr,
         )
         return
     code = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n"
@@ -116,8 +116,7 @@ def main() -> None:
     check_imports(args.root, args.check.split(","), args.python_version, args.platform)
     print(
         f"trim_layer: {args.root} {before:.1f} MB -> {size_mb(args.root):.1f} MB"
-        f"{' (with bytecode)' if compiled else ''}",
-        file=sys.stderr,
+        f"{' (with bytecode)' if compiled else ''}"
     )
 
 
