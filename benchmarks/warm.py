@@ -11,6 +11,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ EXPLAIN_METHODS = ("path", "shap")
 EXPLAIN_REPEATS = {1: 50, 100: 10, 10_000: 3}
 # An explanation measured directly is skipped when one run would take longer than this (estimated).
 EXPLAIN_MAX_SECONDS = 20.0
+THREAD_SWEEP = (64, 128, 256, 512, 1024, 2048)
 
 
 def peak_rss_mb() -> float:
@@ -67,6 +69,39 @@ def capture_cost(app: Any, rows: np.ndarray, context: Any) -> dict[str, Any]:
     return figures
 
 
+def median_ms(run: Callable[[], object], repetitions: int = 11) -> float:
+    """The median of `repetitions` timed runs, after one untimed."""
+    run()
+    timings = []
+    for _ in range(repetitions):
+        started = time.perf_counter()
+        run()
+        timings.append((time.perf_counter() - started) * 1000)
+    return statistics.median(timings)
+
+
+def model_alone(predictor: Any, batch: np.ndarray) -> dict[str, float]:
+    """The model alone on a batch: scikit-learn's predict_proba, or each walk of the compiled forest
+    (the native one on one thread and on two)."""
+    if hasattr(predictor, "estimator"):
+        return {"sklearn": median_ms(lambda: predictor.estimator.predict_proba(batch))}
+    figures = {"numpy": median_ms(lambda: predictor.mean_output(batch, "numpy"))}
+    if predictor.native is not None:
+        X = np.ascontiguousarray(batch, dtype=np.float32)
+        for threads in (1, 2):
+            figures[f"native {threads}"] = median_ms(lambda threads=threads: predictor.native.mean_output(X, threads))
+    return figures
+
+
+def thread_sweep(predictor: Any, rows: np.ndarray) -> dict[int, dict[str, float]]:
+    """Native walk milliseconds on one and two threads by batch size: where a second thread starts to pay."""
+    sweep = {}
+    for size in THREAD_SWEEP:
+        X = np.ascontiguousarray(rows[:size], dtype=np.float32)
+        sweep[size] = {str(t): median_ms(lambda X=X, t=t: predictor.native.mean_output(X, t), 31) for t in (1, 2)}
+    return sweep
+
+
 def main(store: str, name: str, rows_path: str, result_path: str) -> None:
     # ALLOW_PICKLE: the sklearn path's versions have no compiled forest
     app = import_function(store, name, ALLOW_PICKLE="true")
@@ -91,14 +126,11 @@ def main(store: str, name: str, rows_path: str, result_path: str) -> None:
 
     predictor = app.models.get().predictor
     batch = rows[:10_000]
-    # The model alone on 10,000 rows: scikit-learn's predict_proba, or the compiled forest's equivalent.
-    model_alone = predictor.estimator.predict_proba if hasattr(predictor, "estimator") else predictor.mean_output
-    timings = []
-    for _ in range(11):
-        started = time.perf_counter()
-        model_alone(batch)
-        timings.append((time.perf_counter() - started) * 1000)
-    result["model_10k_ms"] = statistics.median(timings)
+    result["walk"] = getattr(predictor, "walk", "sklearn")
+    result["model_10k_ms"] = model_alone(predictor, batch)
+    if result["walk"] == "native":
+        result["threads"] = predictor.native.threads_for(len(batch))
+        result["thread_sweep"] = thread_sweep(predictor, rows)
     result["explain"] = explain_costs(app, rows, context)
     result["peak_rss_mb"] = peak_rss_mb()
     Path(result_path).write_text(json.dumps(result))

@@ -13,7 +13,7 @@ from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from lambda_forest import native
 from lambda_forest.compiled import NATIVE, NUMPY, CompiledForest
 from lambda_forest.config import vcpu_share
-from lambda_forest.errors import TrainingError
+from lambda_forest.errors import ConfigError, TrainingError
 from tests.conftest import load_event, publish_model, with_missing_values
 from tests.test_compiled import compiled
 from training.forest import verify_compiled
@@ -150,6 +150,22 @@ def test_without_the_library_the_numpy_walk_serves_the_same_answers(without_nati
     assert np.array_equal(forest.mean_output(rows), estimator.predict_proba(rows))
     with pytest.raises(ValueError, match="native walk cannot serve"):
         forest.mean_output(rows, NATIVE)
+
+
+def test_native_walker_false_turns_it_off(monkeypatch: pytest.MonkeyPatch, iris_forest: Any) -> None:
+    estimator, _, rows = iris_forest
+    monkeypatch.setenv("NATIVE_WALKER", "false")
+    native.load_library.cache_clear()
+    try:
+        forest = compiled(estimator)
+        assert forest.walk == NUMPY and "NATIVE_WALKER=false" in forest.native_unavailable
+        assert np.array_equal(forest.mean_output(rows), estimator.predict_proba(rows))
+        monkeypatch.setenv("NATIVE_WALKER", "maybe")
+        native.load_library.cache_clear()
+        with pytest.raises(ConfigError, match="NATIVE_WALKER"):
+            compiled(estimator)
+    finally:
+        native.load_library.cache_clear()
 
 
 def test_a_library_of_another_abi_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:

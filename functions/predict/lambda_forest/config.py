@@ -23,6 +23,12 @@ def vcpu_share(environ: Mapping[str, str] = os.environ) -> float | None:
     return int(raw) / LAMBDA_MB_PER_VCPU if raw.isdigit() and int(raw) > 0 else None
 
 
+def native_walker_enabled(environ: Mapping[str, str] = os.environ) -> bool:
+    """NATIVE_WALKER=false turns the native walker off (the numpy walk then serves the same answers): a
+    switch for operators and for benchmarks that compare the walks. Default true."""
+    return _flag(environ, "NATIVE_WALKER", True)
+
+
 def default_store(environ: Mapping[str, str] = os.environ) -> str:
     """The store the command-line tools use without --store: $LAMBDA_FOREST_STORE, else ./model-store."""
     return environ.get("LAMBDA_FOREST_STORE", "").strip() or "./model-store"

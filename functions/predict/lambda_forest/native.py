@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lambda_forest.config import vcpu_share
+from lambda_forest.config import native_walker_enabled, vcpu_share
 
 LIBRARY_FILE = "liblambda_forest_walk.so"
 ABI_VERSION = 2  # LF_ABI_VERSION in forest_walk.c
@@ -61,6 +61,8 @@ def candidates() -> list[str]:
 @functools.cache
 def load_library() -> Library:
     """Load the walker once per process; a failure is remembered with its reason."""
+    if not native_walker_enabled():
+        return Library(None, "turned off by NATIVE_WALKER=false")
     failures = []
     for candidate in candidates():
         if "/" in candidate and not Path(candidate).exists():
