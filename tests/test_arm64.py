@@ -21,7 +21,6 @@ from local_lambda.emulator import local_environment
 from local_lambda.events import json_event
 from tests.conftest import publish_model
 from tests.test_built_function import LEAN_LAYER_TARGET
-from tests.test_tables import mixed_csv, trained_loans  # noqa: F401  (fixtures)
 from training.forest import json_rows, table_of
 
 pytestmark = pytest.mark.slow
@@ -48,7 +47,7 @@ def arm64_build(toolchain: arm64.Toolchain, tmp_path_factory: pytest.TempPathFac
 
 
 @pytest.fixture(scope="module")
-def published(tmp_path_factory: pytest.TempPathFactory, trained_iris: Any, trained_diabetes: Any, trained_loans: Any):  # noqa: F811
+def published(tmp_path_factory: pytest.TempPathFactory, trained_iris: Any, trained_diabetes: Any, trained_loans: Any):
     """A store with a classifier, a regressor and a mixed table (categories, missing values), and the
     events each is asked: its hold-out rows as a client sends them, at several batch sizes."""
     from lambda_forest.store import LocalStore
