@@ -267,27 +267,6 @@ def published_iris(local_store: Any, trained_iris: Any) -> Any:
     return publish_model(local_store, trained_iris)
 
 
-@pytest.fixture(scope="session")
-def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`sam build` into a fresh directory, as `make build` runs it on this machine (shared by the slow tests)."""
-    from local_lambda.emulator import host_architecture
-    from tests.test_template import run_tool
-
-    target = tmp_path_factory.mktemp("sam") / "build"
-    # Every layer (full, lean, the native walker): minutes on a machine shared with other builds.
-    result = run_tool(
-        "sam",
-        "build",
-        "--build-dir",
-        str(target),
-        "--parameter-overrides",
-        f"Architecture={host_architecture()}",
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return target
-
-
 # The handler, invoked in-process with API Gateway REST proxy events.
 
 
