@@ -124,6 +124,7 @@ def capture_lines(
     regions = table["region"].astype(object)
     regions[rng.random(rows) < unknown_region_share] = "east"
     predicted = predictions if predictions is not None else list(rng.choice(["no", "yes"], rows, p=[0.7, 0.3]))
+    classify = all(isinstance(value, str) for value in predicted)  # a regressor's captures have no probabilities
     lines = []
     for first in range(0, rows, per_request):
         batch = range(first, min(first + per_request, rows))
@@ -141,7 +142,9 @@ def capture_lines(
                     "row_ids": [f"row-{i}" for i in batch],
                     "row_count": len(batch),
                     "predictions": [predicted[i] for i in batch],
-                    "probabilities": [[0.8, 0.2] if predicted[i] == "no" else [0.3, 0.7] for i in batch],
+                    "probabilities": [[0.8, 0.2] if predicted[i] == "no" else [0.3, 0.7] for i in batch]
+                    if classify
+                    else None,
                     "warnings": [],
                 }
             )
@@ -272,6 +275,62 @@ def test_malformed_lines_and_unreadable_files_are_skipped_and_counted(store: Any
     assert (read["records"], read["malformed"], read["unreadable_files"]) == (10, 3, 1)
     assert report["versions"][0]["captured_rows"] == 100
     assert "skipped 3 malformed line(s), 1 unreadable file(s)" in render_text(report)
+
+
+def a_capture(**changes: Any) -> bytes:
+    record = {
+        "kind": "prediction",
+        "request_id": "odd",
+        "time": timestamp(NOW - timedelta(days=2)),
+        "model": {"name": "loans", "version": VERSION},
+        "alias": "live",
+        "features": FEATURES,
+        "rows": [[50_000.0, 40.0, "north"]],
+        "row_ids": ["odd-0"],
+        "row_count": 1,
+        "predictions": ["no"],
+        "probabilities": [[0.8, 0.2]],
+        "warnings": [],
+    }
+    return orjson.dumps(record | changes)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"features": ["income", "age"], "rows": [[50_000.0, 40.0]]},  # another model's columns
+        {"rows": [[{"a": 1}, 40.0, "north"]]},  # an object for a number
+        {"rows": [["50000", 40.0, "north"]]},  # text for a number
+        {"rows": [[50_000.0, 40.0, ["north"]]]},  # a list for a category
+        {"predictions": ["maybe"]},  # not a class of the model
+        {"probabilities": [[0.5]]},  # not one per class
+        {"row_ids": [7]},
+        {"row_count": "many"},
+    ],
+    ids=["features", "object", "text", "list", "class", "probabilities", "row-id", "row-count"],
+)
+def test_a_capture_that_does_not_fit_its_versions_manifest_is_skipped_and_counted(
+    store: Any, changes: dict[str, Any]
+) -> None:
+    publish_manifest(store, manifest_body())
+    write_captures(store, [a_capture(**changes), *capture_lines(np.random.default_rng(7), 200, income_shift=2.0)])
+    report = report_of(store)
+    assert (report["read"]["captures"]["records"], report["read"]["captures"]["malformed"]) == (20, 1)
+    [version] = report["versions"]
+    assert version["captured_rows"] == 200 and version["status"] == "alert"  # the odd line hides nothing
+
+
+def test_a_regressors_odd_predictions_and_labels_are_skipped(store: Any) -> None:
+    publish_manifest(store, manifest_body("regression"))
+    values = np.random.default_rng(1).normal(100, 20, 100).tolist()
+    lines = capture_lines(np.random.default_rng(7), 100, predictions=values)
+    write_captures(store, [a_capture(predictions=["high"], probabilities=None), *lines])
+    truth = [*labels_for(lines, lambda row, predicted: predicted), label_line("row-3", "high", timestamp(NOW))]
+    store.write_records("loans", LABELS, truth, NOW)
+    report = report_of(store)
+    assert report["read"]["captures"]["malformed"] == 1
+    [version] = report["versions"]
+    assert version["quality"]["rows"] == 99 and version["quality"]["rmse"] == 0.0
 
 
 def test_firehose_objects_are_read_gzipped_by_hour(store: Any) -> None:

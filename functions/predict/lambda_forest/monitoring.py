@@ -31,8 +31,9 @@ import numpy as np
 from lambda_forest import drift
 from lambda_forest.capture import LABEL, PREDICTION, parse_record, timestamp
 from lambda_forest.errors import LambdaForestError
-from lambda_forest.features import category_text
+from lambda_forest.features import FeatureSchema, category_text
 from lambda_forest.manifest import Manifest
+from lambda_forest.schema import label_checker
 from lambda_forest.store import CAPTURES, LABELS, ModelStore
 
 REPORT_FORMAT = 1
@@ -72,8 +73,9 @@ def read_records(
     until: datetime,
     counts: ReadCounts,
     progress: Progress | None = None,
+    fits: Callable[[dict[str, Any]], bool] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """The well-formed records of `kind` in the window; everything else is counted, never raised."""
+    """The well-formed records of `kind` in the window (that `fits`, when given); the rest is counted, never raised."""
     keys = store.list_records(name, directory, since, until)
     started = last_said = time.monotonic()
     low, high = timestamp(since), timestamp(until)
@@ -98,6 +100,9 @@ def read_records(
             if kind == PREDICTION and record["model"]["name"] != name:
                 counts.other_models += 1
                 continue
+            if fits is not None and not fits(record):
+                counts.malformed += 1
+                continue
             counts.records += 1
             yield record
         now = time.monotonic()
@@ -115,6 +120,7 @@ def _well_formed(record: dict[str, Any]) -> bool:
         return isinstance(record.get("row_id"), str) and "label" in record
     model, rows, ids, predictions = (record.get(key) for key in ("model", "rows", "row_ids", "predictions"))
     probabilities = record.get("probabilities")
+    row_count = record.get("row_count", len(rows) if isinstance(rows, list) else 0)
     return (
         isinstance(model, dict)
         and isinstance(model.get("name"), str)
@@ -125,8 +131,66 @@ def _well_formed(record: dict[str, Any]) -> bool:
         and isinstance(predictions, list)
         and len(rows) == len(ids) == len(predictions)
         and all(isinstance(row, list) and len(row) == len(record["features"]) for row in rows)
+        and all(isinstance(row_id, str) for row_id in ids)
+        and type(row_count) is int
+        and row_count >= len(rows)
         and (probabilities is None or (isinstance(probabilities, list) and len(probabilities) == len(rows)))
     )
+
+
+@dataclass
+class VersionManifest:
+    """A captured version's manifest, what checks its records, or why there is none."""
+
+    manifest: Manifest | None
+    error: str | None = None
+    schema: FeatureSchema | None = None
+    check_label: Callable[[Any, str], Any] | None = None  # a class, or a regressor's number (schema.label_checker)
+
+    @classmethod
+    def read(cls, store: ModelStore, name: str, version: str) -> VersionManifest:
+        try:
+            manifest = Manifest.from_json(store.read_manifest(name, version))
+        except LambdaForestError as error:
+            return cls(None, error.message)
+        return cls(manifest, None, manifest.schema, label_checker(manifest))
+
+    def fits(self, record: dict[str, Any]) -> bool:
+        """Whether a capture could have come from this version: its columns, kinds of value and answers.
+
+        Rows are checked by THE row validator, predictions by the rules /feedback applies to labels.
+        A version without a manifest checks nothing: it is reported unavailable.
+        """
+        if self.manifest is None or self.schema is None:
+            return True
+        if record["features"] != self.manifest.feature_names:
+            return False
+        try:
+            if self.manifest.features is not None:  # older manifests describe no kinds of value to check
+                self.schema.validate(record["rows"])
+            for prediction in record["predictions"]:
+                self.label(prediction)
+        except LambdaForestError:
+            return False
+        probabilities = record.get("probabilities")
+        if probabilities is None:
+            return True
+        width = len(self.manifest.classes or [])
+        return self.manifest.is_classifier and all(
+            type(row) is list and len(row) == width and all(type(value) in (int, float) for value in row)
+            for row in probabilities
+        )
+
+    def label(self, value: Any) -> Any:
+        assert self.check_label is not None
+        return self.check_label(value, "label")
+
+    def usable_label(self, value: Any) -> bool:
+        try:
+            self.label(value)
+        except LambdaForestError:
+            return False
+        return True
 
 
 @dataclass
@@ -177,7 +241,15 @@ def build_report(
     since = since.astimezone(UTC)
     capture_counts, label_counts = ReadCounts(), ReadCounts()
     traffic: dict[str, Traffic] = {}
-    for record in read_records(store, name, CAPTURES, PREDICTION, since, until, capture_counts, progress):
+    manifests: dict[str, VersionManifest] = {}
+
+    def fits(record: dict[str, Any]) -> bool:
+        version = record["model"]["version"]
+        if version not in manifests:
+            manifests[version] = VersionManifest.read(store, name, version)
+        return manifests[version].fits(record)
+
+    for record in read_records(store, name, CAPTURES, PREDICTION, since, until, capture_counts, progress, fits):
         version = record["model"]["version"]
         traffic.setdefault(version, Traffic(version)).add(record)
     labels: dict[str, tuple[str, Any]] = {}
@@ -190,7 +262,7 @@ def build_report(
     aliases = _aliases_by_version(store, name)
     period = HOUR if until - since <= HOURLY_UP_TO else DAY
     versions = [
-        version_report(store, name, traffic[version], labels, aliases.get(version, []), period)
+        version_report(manifests[version], traffic[version], labels, aliases.get(version, []), period)
         for version in sorted(traffic, reverse=True)
     ]
     captured_ids = {row_id for part in traffic.values() for row_id in part.row_ids}
@@ -244,8 +316,7 @@ def _aliases_by_version(store: ModelStore, name: str) -> dict[str, list[str]]:
 
 
 def version_report(
-    store: ModelStore,
-    name: str,
+    found: VersionManifest,
     traffic: Traffic,
     labels: dict[str, tuple[str, Any]],
     aliases: list[str],
@@ -263,11 +334,10 @@ def version_report(
     }
     if traffic.mismatched_features:
         part["mismatched_captures"] = traffic.mismatched_features
-    try:
-        manifest = Manifest.from_json(store.read_manifest(name, traffic.version)).to_dict()
-    except LambdaForestError as error:
-        part.update(status=drift.UNAVAILABLE, error=f"no manifest to compare with: {error.message}")
+    if found.manifest is None:
+        part.update(status=drift.UNAVAILABLE, error=f"no manifest to compare with: {found.error}")
         return part
+    manifest = found.manifest.to_dict()
     features = manifest_features(manifest)
     alpha = drift.FALSE_ALARM_RATE / (len(features) + 1)
     by_name = {feature["name"]: feature for feature in features}
@@ -277,7 +347,8 @@ def version_report(
         if feature in by_name
     ]
     part["predictions"] = prediction_drift(traffic, manifest, alpha)
-    part["quality"] = live_quality(traffic, labels, manifest, alpha, period)
+    usable = {row_id: label for row_id, label in labels.items() if found.usable_label(label[1])}
+    part["quality"] = live_quality(traffic, usable, manifest, alpha, period)
     part["task"] = manifest["task"]
     part["status"] = drift.worst(
         [feature["status"] for feature in part["features"]] + [part["predictions"]["status"], part["quality"]["status"]]
@@ -308,7 +379,7 @@ def _numeric_drift(
     feature: dict[str, Any], values: list[Any], manifest: dict[str, Any], alpha: float
 ) -> dict[str, Any]:
     numbers = np.array(
-        [math.nan if value is None or isinstance(value, str | bool) else float(value) for value in values],
+        [float(value) if type(value) in (int, float) else math.nan for value in values],
         dtype=np.float64,
     )
     present = numbers[~np.isnan(numbers)]
