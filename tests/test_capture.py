@@ -77,6 +77,16 @@ def test_callers_ids_are_kept_and_probabilities_may_be_absent(iris_api: Any) -> 
     assert record["row_ids"] == ["a-1", "a-2"] and record["probabilities"] is None
 
 
+def test_csv_cells_are_captured_as_the_numbers_the_model_read(iris_api: Any) -> None:
+    from local_lambda.events import proxy_event
+
+    invoke = iris_api(capture_sample_rate=1.0)
+    body = ",".join(IRIS) + "\n5.1,3.5,1.4,0.2\n6.7,3,NA,\n"
+    assert invoke(proxy_event("POST", "/predict", {"Content-Type": "text/csv"}, body.encode())).status == 200
+    [record] = records(invoke)
+    assert record["rows"] == [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, None, None]]  # not text cells
+
+
 def test_a_pinned_version_captures_no_alias(handler: Any, local_store: Any, published_iris: Any) -> None:
     invoke = handler(local_store, model_version=published_iris.version, capture_sample_rate=1.0)
     predict(invoke, {"instances": ROWS})

@@ -637,3 +637,41 @@ def test_a_trained_mixed_model_on_its_own_kind_of_rows_does_not_warn(
     assert {feature["name"]: feature["status"] for feature in version["features"]} == dict.fromkeys(
         (feature["name"] for feature in version["features"]), "ok"
     )
+
+
+def csv_body(rows: list[dict[str, Any]], names: list[str]) -> str:
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(names)
+    writer.writerows([["" if row[name] is None else row[name] for name in names] for row in rows])
+    return out.getvalue()
+
+
+def test_rows_sent_as_csv_are_monitored_like_the_same_rows_in_json(
+    handler: Any, local_store: Any, trained_loans: Any, tmp_path: Path
+) -> None:
+    from lambda_forest.store import LocalStore
+    from local_lambda.events import proxy_event
+    from tests.conftest import api_event, publish_model
+
+    json_store, csv_store = local_store, LocalStore(tmp_path / "csv-store")
+    rows = loan_rows(np.random.default_rng(2), 200, east=0.1)
+    names = list(trained_loans.data.feature_names)
+    for store in (json_store, csv_store):
+        publish_model(store, trained_loans, name="loans")
+        invoke = handler(store, name="loans", capture_sample_rate=1.0)
+        if store is json_store:
+            event = api_event("POST", "/predict", {"instances": rows})
+        else:
+            event = proxy_event("POST", "/predict", {"Content-Type": "text/csv"}, csv_body(rows, names).encode())
+        assert invoke(event).status == 200
+        ship(invoke, store, "loans")
+    since = datetime.now(UTC) - timedelta(hours=1)
+    [from_json] = build_report(json_store, "loans", since)["versions"]
+    [from_csv] = build_report(csv_store, "loans", since)["versions"]
+    assert from_csv["features"] == from_json["features"]  # text cells read as the model read them, not as missing
+    assert by_feature(from_csv)["income"]["missing_rate"]["live"] < 0.2
+    assert by_feature(from_csv)["region"]["unknown_values"][0]["value"] == "east"

@@ -219,6 +219,9 @@ def capture_prediction(request: PredictRequest, served: Served) -> None:
             instances=request.instances,
             ids=request.ids,
             alias=None if config.model_version else config.model_alias,
+            read_rows=functools.partial(served.manifest.schema.values_read, served.rows, request.instances)
+            if request.text
+            else None,
         )
 
 

@@ -86,14 +86,16 @@ class Capturer:
         instances: Sequence[Any],
         ids: Sequence[str] | None = None,
         alias: str | None = None,
+        read_rows: Callable[[Sequence[int]], list[list[Any]]] | None = None,
     ) -> bool:
         """Write the capture line of one answered request; False (and `on_failure`) if it could not be written.
 
         `instances` are the request's validated rows (lists in feature order, or objects by feature name)
-        and `response` the body returned for them.
+        and `response` the body returned for them. Rows of text cells (CSV) come with `read_rows`, which
+        gives the captured ones (by index) as the model read them: numbers, not their text.
         """
         try:
-            line = self._line(request_id, response, features, instances, ids, alias)
+            line = self._line(request_id, response, features, instances, ids, alias, read_rows)
             if line is None:
                 raise CaptureTooLarge(f"a single captured row is over the {self.max_bytes}-byte line limit")
             self.write(line)
@@ -118,6 +120,7 @@ class Capturer:
         instances: Sequence[Any],
         ids: Sequence[str] | None,
         alias: str | None,
+        read_rows: Callable[[Sequence[int]], list[list[Any]]] | None,
     ) -> bytes | None:
         count = len(instances)
         kept = list(range(count)) if count <= self.max_rows else sorted(self.rng.sample(range(count), self.max_rows))
@@ -131,7 +134,7 @@ class Capturer:
             "features": list(features),
         }
         while kept:
-            line = orjson.dumps(base | _rows_part(kept, count, features, instances, row_ids, response))
+            line = orjson.dumps(base | _rows_part(kept, count, features, instances, row_ids, response, read_rows))
             if len(line) <= self.max_bytes:
                 return line
             if len(kept) == 1:
@@ -152,12 +155,13 @@ def _rows_part(
     instances: Sequence[Any],
     row_ids: Sequence[str],
     response: dict[str, Any],
+    read_rows: Callable[[Sequence[int]], list[list[Any]]] | None = None,
 ) -> dict[str, Any]:
     position = {row: index for index, row in enumerate(kept)}
     probabilities = response.get("probabilities")
     predictions = response["predictions"]
     return {
-        "rows": [_in_feature_order(instances[row], features) for row in kept],
+        "rows": read_rows(kept) if read_rows else [_in_feature_order(instances[row], features) for row in kept],
         "row_ids": [row_ids[row] for row in kept],
         "row_count": count,
         "predictions": [predictions[row] for row in kept],

@@ -480,6 +480,29 @@ class FeatureSchema:
             raw[:, column] = table[np.where(np.isnan(codes), len(feature.categories), codes).astype(np.intp)]
         return raw
 
+    def values_read(self, validated: ValidatedRows, instances: Sequence[Any], rows: Sequence[int]) -> list[list[Any]]:
+        """Some validated rows as the model read them, as JSON values in feature order (what a capture records).
+
+        `validated` is what `validate` made of `instances`. Numbers are floats, a category is its text, a
+        missing value is None, and an unknown category stays as sent (its text), so CSV cells and the same
+        row in JSON read alike.
+        """
+        categories = [feature.categories if feature.is_categorical else None for feature in self.features]
+        position = {row: index for index, row in enumerate(rows)}
+        values = [
+            [
+                None if value != value else (value if known is None else known[int(value)])
+                for value, known in zip(validated.matrix[row].tolist(), categories, strict=True)
+            ]
+            for row in rows
+        ]
+        for warning in validated.warnings:  # unknown categories: their text, not the missing value they became
+            if warning.row in position and warning.feature is not None:
+                row, column = instances[warning.row], self.positions[warning.feature]
+                sent = row[column] if type(row) is list else row[warning.feature]
+                values[position[warning.row]][column] = category_text(sent)
+        return values
+
     def category_arrays(self) -> dict[str, np.ndarray]:
         """The category tables as plain numpy arrays (no pickle), for `forest.npz`."""
         categorical = self.categorical
