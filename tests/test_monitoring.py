@@ -392,6 +392,25 @@ def test_html_report_has_a_plot_per_feature_and_quality_over_time(store: Any) ->
     assert "<script" not in page  # self-contained and static
 
 
+def test_odd_values_keep_the_report_readable(store: Any) -> None:
+    publish_manifest(store, manifest_body())
+    lines = capture_lines(np.random.default_rng(13), 200, unknown_region_share=0.1)
+    long_value = "an unknown region " + "x" * 200
+    odd = [[3.0e38, 40.0, long_value], [50_000.0, 41.0, "<b>east</b>"]]
+    write_captures(
+        store,
+        [*lines, a_capture(rows=odd, row_ids=["o-1", "o-2"], row_count=2, predictions=["no"] * 2, probabilities=None)],
+    )
+    report = report_of(store)
+    text, page = render_text(report), render_html(report)
+    income = next(line for line in text.splitlines() if line.strip().startswith("income"))
+    assert len(income) < 130 and "e+" in income  # a huge distance in a few characters, not 36 digits
+    assert long_value not in text and long_value not in page and "an unknown region" in page  # cut short
+    assert "&amp;" not in page and "\u00d7" in page  # counts read "east \u00d711", not "&times;11"
+    assert "<b>east</b>" not in page and "&lt;b&gt;east&lt;/b&gt;" in page  # a caller's value is text, never markup
+    assert "(missing)" in page  # the missing bucket is named under its bar in a feature's histogram
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from lambda_forest.drift import ALERT, INSUFFICIENT, OK, UNAVAILABLE, WARN
+from lambda_forest.drift import ALERT, INSUFFICIENT, MISSING, OK, UNAVAILABLE, UNKNOWN, WARN
 
 STATUS_COLOURS = {OK: "#1a7f37", WARN: "#b35900", ALERT: "#c62828", INSUFFICIENT: "#6e7781", UNAVAILABLE: "#6e7781"}
 TRAINING_COLOUR, LIVE_COLOUR = "#9aa4b1", "#1f6feb"
@@ -65,7 +65,9 @@ def render_text(report: dict[str, Any]) -> str:
                 f"{_percent(unknown):>8}  {feature['status']}"
             )
             if feature.get("unknown_values"):
-                shown = ", ".join(f"{item['value']!r} x{item['count']}" for item in feature["unknown_values"][:5])
+                shown = ", ".join(
+                    f"{_cut(item['value'], 30)!r} x{item['count']}" for item in feature["unknown_values"][:5]
+                )
                 lines.append(f"  {'':<28} unknown categories: {shown}")
         shifts = [
             f"{feature['name']} {feature['mean_shift_in_std']:+.2f}"
@@ -110,8 +112,14 @@ def _quality_text(quality: dict[str, Any]) -> str:
     return f"{quality['rows']:,} labelled row(s): " + ", ".join(parts) + f"   {quality['status']}"
 
 
+# Beyond this a number is shown in two significant digits (1.5e+32), so it keeps to its column.
+FIXED_POINT_UP_TO = 10_000
+
+
 def _number(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+    if value is None:
+        return "-"
+    return f"{value:.2g}" if abs(value) >= FIXED_POINT_UP_TO else f"{value:.{digits}f}"
 
 
 def _percent(value: float | None) -> str:
@@ -182,7 +190,7 @@ def _feature_table(features: list[dict[str, Any]]) -> str:
     for feature in features:
         missing = feature["missing_rate"]
         unknown = feature.get("unknown_values") or []
-        unknown_text = ", ".join(f"{item['value']} &times;{item['count']}" for item in unknown[:3])
+        unknown_text = ", ".join(f"{_cut(item['value'], 30)} \u00d7{item['count']}" for item in unknown[:3])
         rows.append(
             f"<tr><td>{_e(feature['name'])}</td><td>{feature['type']}</td><td>{feature['rows']:,}</td>"
             f"<td>{_number(feature.get('psi'))}</td><td>{_number(feature.get('psi_noise'))}</td>"
@@ -253,14 +261,19 @@ def _bars(
 ) -> str:
     """Grouped bars, one group per bucket and one bar per series; hover shows each value.
 
-    Up to 8 buckets are named under their bars; beyond, `ends` (or the first and last bucket) name the axis.
+    Up to 8 buckets are named under their bars; beyond, `ends` (or the first and last bucket) name the ends of
+    the bins, and the missing and unknown buckets stand a slot apart, named under their bars.
     """
     top = max([value for _, values, _ in series for value in values] + [1e-9])
-    slot = (WIDTH - 2 * PAD) / max(len(buckets), 1)
+    many = len(buckets) > 8
+    named = [bucket in (MISSING, UNKNOWN) for bucket in buckets] if many else [True] * len(buckets)
+    gap = 1 if many and any(named) else 0
+    slot = (WIDTH - 2 * PAD) / max(len(buckets) + gap, 1)
     bar = 0.8 * slot / len(series)
+    bins_end = PAD + (len(buckets) - sum(named) if many else len(buckets)) * slot
     parts = []
     for index, bucket in enumerate(buckets):
-        x = PAD + index * slot + 0.1 * slot
+        x = PAD + (index + (gap if many and named[index] else 0)) * slot + 0.1 * slot
         for number, (name, values, colour) in enumerate(series):
             value = values[index]
             height = (HEIGHT - 2 * PAD) * value / top
@@ -269,7 +282,7 @@ def _bars(
                 f'<rect x="{x + number * bar:.1f}" y="{HEIGHT - PAD - height:.1f}" width="{bar:.1f}" '
                 f'height="{height:.1f}" fill="{colour}"><title>{_e(bucket)}: {name} {shown}</title></rect>'
             )
-        if len(buckets) <= 8:
+        if named[index]:
             parts.append(
                 f'<text x="{x + 0.4 * slot:.1f}" y="{HEIGHT - PAD + 12}" text-anchor="middle">{_e(_cut(bucket))}</text>'
             )
@@ -277,10 +290,10 @@ def _bars(
         left = WIDTH - PAD - 70 * (len(series) - number)
         parts.append(f'<rect x="{left}" y="4" width="10" height="10" fill="{colour}"/>')
         parts.append(f'<text x="{left + 14}" y="13">{_e(name)}</text>')
-    if len(buckets) > 8:
+    if many:
         first, last = ends or (buckets[0], buckets[-1])
         parts.append(f'<text x="{PAD}" y="{HEIGHT - PAD + 12}">{_e(first)}</text>')
-        parts.append(f'<text x="{WIDTH - PAD}" y="{HEIGHT - PAD + 12}" text-anchor="end">{_e(last)}</text>')
+        parts.append(f'<text x="{bins_end:.1f}" y="{HEIGHT - PAD + 12}" text-anchor="end">{_e(last)}</text>')
     parts.append(f'<text x="2" y="{PAD}">{f"{top:.0%}" if percent else f"{top:,.0f}"}</text>')
     parts.append(f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" stroke="#57606a"/>')
     return _svg("".join(parts))
