@@ -504,6 +504,18 @@ def test_monitor_command_errors_have_their_own_exit_code(local_store: Any, capsy
     )
 
 
+@pytest.mark.parametrize(
+    "arguments", [["--name", "loans", "--since", "3x"], ["--since", "7d"], ["--name", "loans", "--bogus"]]
+)
+def test_a_monitor_command_line_mistake_is_not_read_as_an_alert(
+    local_store: Any, capsys: pytest.CaptureFixture[str], arguments: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["--store", str(local_store.root), "monitor", *arguments])
+    assert stopped.value.code == 4  # argparse's own 2 would gate a CI run as "alert"
+    assert "error:" in capsys.readouterr().err
+
+
 def test_labels_upload_records_a_checked_csv(
     local_store: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -261,3 +261,13 @@ def test_lambda_forest_command_runs_the_same_cli(tmp_path: Path) -> None:
     assert len(open_store(str(tmp_path)).list_versions("iris")) == 1
     usage = subprocess.run([str(command), "--help"], capture_output=True, text=True, timeout=60).stdout
     assert usage.startswith("usage: lambda-forest")
+    # `lambda-forest show ... | head`: a reader that stops early is no error.
+    [version] = open_store(str(tmp_path)).list_versions("iris")
+    shown = subprocess.Popen(
+        [str(command), "show", version, "--name", "iris", "--store", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert shown.stdout is not None and shown.stderr is not None
+    shown.stdout.close()
+    assert shown.stderr.read() == b"" and shown.wait(timeout=60) == 1

@@ -11,6 +11,7 @@ import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, NoReturn
 
 from lambda_forest.batch import DEFAULT_CHUNK_BYTES
 from lambda_forest.capture import label_line, timestamp
@@ -29,6 +30,25 @@ DEFAULT_STORE = default_store()
 
 EXIT_ERROR = 1
 EXIT_QUALITY_GATE = 3
+# The monitor's 1 and 2 mean warn and alert, so its own failure needs a code of its own.
+EXIT_MONITOR_FAILED = 4
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse, with the exit status of a command-line mistake set per command (argparse's is 2)."""
+
+    usage_error_status = 2
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(self.usage_error_status, f"{self.prog}: error: {message}\n")
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:  # found after the command's own arguments: the command's status applies
+            self.usage_error_status = getattr(parsed, "usage_error_status", self.usage_error_status)
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
 
 
 def _max_features(value: str) -> str | float | int | None:
@@ -81,7 +101,7 @@ SIGN_KEY_HELP = (
 
 
 def build_parser(prog: str = "python -m training") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
+    parser = CommandParser(prog=prog, description=__doc__)
     parser.add_argument("--store", default=DEFAULT_STORE, help=STORE_HELP)
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.set_defaults(prog=prog)
@@ -89,7 +109,7 @@ def build_parser(prog: str = "python -m training") -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--store", default=argparse.SUPPRESS, help="model store (as before the command)")
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, parents=[common])
@@ -179,6 +199,8 @@ def build_parser(prog: str = "python -m training") -> argparse.ArgumentParser:
         "monitor",
         "input drift, output drift and live quality from captured predictions and labels (exit 0 ok, 1 warn, 2 alert)",
     )
+    monitor.usage_error_status = EXIT_MONITOR_FAILED  # never read as a warn (1) or an alert (2)
+    monitor.set_defaults(usage_error_status=EXIT_MONITOR_FAILED)
     monitor.add_argument("--name", required=True)
     monitor.add_argument(
         "--since", type=_moment, default="7d", help="window start: a duration back from --until (7d, 24h) or a UTC time"
@@ -483,8 +505,6 @@ COMMANDS = {
     "labels": command_labels,
     "score": command_score,
 }
-# The monitor's 1 and 2 mean warn and alert, so its own failure needs a code of its own.
-EXIT_MONITOR_FAILED = 4
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m training") -> int:
@@ -501,6 +521,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m training") ->
     except KeyboardInterrupt:
         say("interrupted; nothing was published after the last completed step")
         return 130
+    except BrokenPipeError:  # the reader stopped early (`| head`): not worth a message
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes stdout again at exit
+        return failed
     except Exception as error:  # an unexpected bug: one line by default, the traceback on request
         say(f"error: unexpected {type(error).__name__}: {error} (run with --debug for the traceback)")
         if args.debug:
