@@ -145,33 +145,40 @@ def test_emulated_predictions_equal_the_estimators(emulator: Emulator, trained_i
 
 
 @pytest.fixture(scope="module")
-def loans_store(tmp_path_factory: pytest.TempPathFactory, trained_loans: Any) -> Any:
+def mixed_store(tmp_path_factory: pytest.TempPathFactory, trained_loans: Any, trained_amounts: Any) -> Any:
+    """The mixed table's classifier (loans) and regressor (amounts), published with their compiled forests."""
     from lambda_forest.store import LocalStore
 
-    store = LocalStore(tmp_path_factory.mktemp("loans"))
+    store = LocalStore(tmp_path_factory.mktemp("mixed"))
     publish_model(store, trained_loans, name="loans")
+    publish_model(store, trained_amounts, name="amounts")
     return store
 
 
+@pytest.mark.parametrize("name", ["loans", "amounts"], ids=["classifier", "regressor"])
 def test_a_mixed_table_model_answers_exactly_through_the_built_function(
-    build_dir: Path, loans_store: Any, trained_loans: Any
+    build_dir: Path, mixed_store: Any, request: pytest.FixtureRequest, name: str
 ) -> None:
     from local_lambda.events import json_event
     from training.forest import table_of
 
-    rows = request_rows(trained_loans)
-    with Emulator(local_environment(loans_store.uri, "loans"), build_dir=build_dir) as running:
+    trained = request.getfixturevalue(f"trained_{name}")
+    rows = request_rows(trained)  # list and object rows, unknown categories, nulls
+    with Emulator(local_environment(mixed_store.uri, name), build_dir=build_dir) as running:
         response = running.invoke(json_event("POST", "/predict", {"instances": rows}))
         model_route = json.loads(running.invoke(json_event("GET", "/model", None))["body"])
     assert response["statusCode"] == 200, response
     body = json.loads(response["body"])
-    schema = trained_loans.data.features
-    as_lists = [row if isinstance(row, list) else [row[name] for name in schema.names] for row in rows]
-    raw = table_of(as_lists, schema, trained_loans.holdout_X)
-    (version,) = loans_store.list_versions("loans")
-    model = data_scientists_model(loans_store, Manifest.from_json(loans_store.read_manifest("loans", version)))
-    assert body["predictions"] == model.predict(raw).tolist()
-    assert np.array_equal(np.array(body["probabilities"]), model.predict_proba(raw))
+    schema = trained.data.features
+    as_lists = [row if isinstance(row, list) else [row[feature] for feature in schema.names] for row in rows]
+    raw = table_of(as_lists, schema, trained.holdout_X)
+    (version,) = mixed_store.list_versions(name)
+    model = data_scientists_model(mixed_store, Manifest.from_json(mixed_store.read_manifest(name, version)))
+    assert body["predictions"] == model.predict(raw).tolist()  # bit for bit: floats compare exactly
+    if name == "loans":
+        assert np.array_equal(np.array(body["probabilities"]), model.predict_proba(raw))
+    else:
+        assert "probabilities" not in body
     assert {warning["feature"] for warning in body["warnings"]} == {"region", "employment", "cylinders"}
     assert [feature["type"] for feature in model_route["features"]][:2] == ["categorical", "numeric"]
 
