@@ -15,11 +15,13 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from lambda_forest.config import default_store
 from lambda_forest.errors import LambdaForestError
 from lambda_forest.front_doors import FRONT_DOORS, FUNCTION_URL, HTTP_API, REST_API
-from lambda_forest.store import open_store
+from lambda_forest.manifest import Manifest
+from lambda_forest.store import DEFAULT_ALIAS, ModelStore, open_store
 from local_lambda.emulator import BUILD_DIR, Emulator, EmulatorError, local_environment
 from local_lambda.http_api import make_server
 from local_lambda.shipper import RecordShipper
@@ -31,14 +33,58 @@ lambda-forest is serving {name} on http://{host}:{port} behind {door} (Ctrl-C st
   curl -s http://{host}:{port}/health
   curl -s http://{host}:{port}/model
   curl -s -X POST http://{host}:{port}/predict -H 'Content-Type: application/json' \\
-       -d '{{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], "ids": ["a-1", "a-2"]}}'
+       -d '{predict}'
   curl -s -X POST http://{host}:{port}/feedback -H 'Content-Type: application/json' \\
-       -d '{{"labels": [{{"id": "a-1", "label": "setosa"}}, {{"id": "a-2", "label": "virginica"}}]}}'
+       -d '{feedback}'
 
 {capture}
 """
 CAPTURE_NOTE = """{share} of predictions and every label are recorded under {store}/{name}/captures/ and labels/; then
   .venv/bin/lambda-forest monitor --store {store} --name {name} --since 1h"""
+
+
+# The banner's example when the served model cannot be read yet (iris, as `make serve` trains it).
+IRIS_EXAMPLE = (
+    {"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], "ids": ["a-1", "a-2"]},
+    {"labels": [{"id": "a-1", "label": "setosa"}, {"id": "a-2", "label": "virginica"}]},
+)
+
+
+def example_requests(store: ModelStore, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A /predict body of two rows the served model takes (a list and an object, with a missing value when
+    it allows one), and /feedback labels for them: the banner's curl examples."""
+    try:
+        alias = store.read_alias(name, DEFAULT_ALIAS)
+        manifest = Manifest.from_json(store.read_manifest(name, alias.version)) if alias else None
+    except LambdaForestError:
+        manifest = None
+    if manifest is None:
+        return IRIS_EXAMPLE
+    features = manifest.features or [
+        {"name": feature, "type": "numeric", "stats": manifest.feature_stats.get(feature, {}), "missing_allowed": False}
+        for feature in manifest.feature_names
+    ]
+    typical = [
+        feature["categories"][0] if feature["type"] == "categorical" else _rounded(feature["stats"].get("mean", 0.0))
+        for feature in features
+    ]
+    second = dict(zip(manifest.feature_names, typical, strict=True))
+    gap = next((feature["name"] for feature in features if feature.get("missing_allowed")), None)
+    if gap is not None:
+        second[gap] = None
+    if manifest.is_classifier and manifest.classes:
+        labels = [manifest.classes[0], manifest.classes[-1]]
+    else:
+        labels = [_rounded((manifest.prediction_baseline or {}).get("stats", {}).get("mean", 0.0))] * 2
+    return (
+        {"instances": [typical, second], "ids": ["a-1", "a-2"]},
+        {"labels": [{"id": row_id, "label": label} for row_id, label in zip(["a-1", "a-2"], labels, strict=True)]},
+    )
+
+
+def _rounded(number: float) -> float:
+    """A training mean as a person would type it: 4 significant digits, whole numbers from 1000 on."""
+    return float(round(number)) if abs(number) >= 1000 else float(f"{number:.4g}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,8 +161,15 @@ def main(argv: list[str] | None = None) -> int:
                 after_invoke=shipper.ship_or_warn,
             )
             capture = CAPTURE_NOTE.format(share=f"{args.capture_sample_rate:.0%}", store=store, name=args.name)
+            predict, feedback = (json.dumps(body) for body in example_requests(shipper.store, args.name))
             banner = CURL_EXAMPLE.format(
-                name=args.name, host=args.host, port=args.port, door=DOOR_NAMES[door], capture=capture
+                name=args.name,
+                host=args.host,
+                port=args.port,
+                door=DOOR_NAMES[door],
+                capture=capture,
+                predict=predict,
+                feedback=feedback,
             )
             print(banner, flush=True)
             shipper.start()

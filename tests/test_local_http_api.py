@@ -99,3 +99,20 @@ def test_the_record_shipper_retries_what_the_store_refused(tmp_path: Any, capsys
     assert "captured lines not recorded yet" in capsys.readouterr().err
     store.write_records = real_write  # type: ignore[method-assign]
     assert shipper.ship_or_warn() == 1 and len(store.list_records("iris", CAPTURES)) == 1
+
+
+def test_the_serve_banners_curl_examples_work_on_the_model_it_serves(
+    handler: Any, local_store: Any, trained_loans: Any, trained_amounts: Any
+) -> None:
+    from local_lambda.__main__ import IRIS_EXAMPLE, example_requests
+    from tests.conftest import api_event, publish_model
+
+    assert example_requests(local_store, "nothing-yet") == IRIS_EXAMPLE  # before `make model` has trained iris
+    for name, trained in (("loans", trained_loans), ("amounts", trained_amounts)):
+        publish_model(local_store, trained, name=name)
+        predict, feedback = example_requests(local_store, name)
+        invoke = handler(local_store, name=name)
+        reply = invoke(api_event("POST", "/predict", predict))
+        assert reply.status == 200 and "warnings" not in reply.body, reply.body
+        assert None in predict["instances"][1].values()  # shows a missing value, which the model allows
+        assert invoke(api_event("POST", "/feedback", feedback)).body["accepted"] == 2
