@@ -354,8 +354,10 @@ def test_monitor_runs_on_a_schedule_reads_its_model_and_writes_only_reports(reso
     assert rule["Properties"]["ScheduleExpression"] == {"Ref": "MonitorSchedule"}
     assert transformed()["Parameters"]["MonitorSchedule"]["Default"] == "rate(1 day)"
     granted = {(s["Action"], str(s["Resource"])) for s in statements(resources["MonitorFunctionRole"])}
+    model = "${ModelBucket.Arn}/${ModelPrefix}/${ModelName}"
+    readable = ["versions/*/manifest.json", "aliases/*", "captures/*", "labels/*"]  # not model.joblib or forest.npz
     assert granted == {
-        ("s3:GetObject", str({"Fn::Sub": "${ModelBucket.Arn}/${ModelPrefix}/${ModelName}/*"})),
+        ("s3:GetObject", str([{"Fn::Sub": f"{model}/{part}"} for part in readable])),
         ("s3:ListBucket", str({"Fn::GetAtt": ["ModelBucket", "Arn"]})),
         ("s3:PutObject", str({"Fn::Sub": "${ModelBucket.Arn}/${ModelPrefix}/${ModelName}/reports/*"})),
     }
