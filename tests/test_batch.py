@@ -169,6 +169,43 @@ def test_problems_with_the_whole_input_are_refused_before_scoring(
     assert not (tmp_path / "o.csv").exists()
 
 
+def test_rows_that_cannot_be_read_are_errors_with_their_ids_and_the_rest_score(
+    tmp_path: Path, local_store: Any, trained_iris: Any
+) -> None:
+    """A cell that is not UTF-8 text fails its row, not its chunk; quotes inside a field are read as pandas
+    and the API's CSV bodies read them (`5 "inch"` stays text, `"a"b` is `ab`)."""
+    import pandas as pd
+
+    publish_model(local_store, trained_iris)
+    names, X = iris_table(trained_iris, 60)
+    source = write_csv(tmp_path / "in.csv", names, X)
+    lines = source.read_bytes().split(b"\n")
+    header, body = lines[0], b"\n".join(lines[1:])
+    odd = [
+        b"latin,5.1,3.5,1.4,0.2,caf\xe9",  # a Latin-1 byte in a column the model ignores: still not UTF-8
+        b'quoted,5.1,3.5,1.4,0.2,"said"hi',  # a quote inside a field, after the closing one
+        b'inch,5.1,3.5,1.4,0.2,5 "inch" screen',  # quotes inside an unquoted field, paired
+    ]
+    source.write_bytes(header + b"\n" + b"\n".join(odd) + b"\n" + body)
+
+    summary = score_file(
+        ScoreRequest(str(source), str(tmp_path / "p.csv"), "iris", id_column="customer", chunk_bytes=700),
+        local_store,
+        quiet,
+    )
+
+    assert (summary.rows, summary.scored, summary.errors, summary.failed_chunks) == (63, 62, 1, [])
+    [error] = [json.loads(line) for line in (tmp_path / "p.errors.jsonl").read_text().splitlines()]
+    assert (error["row"], error["id"], error["code"]) == (0, "latin", "invalid_row")
+    assert "not UTF-8 text" in error["reason"] and "--encoding" in error["reason"]
+    predicted = read_predictions(tmp_path / "p.csv")
+    assert [row["customer"] for row in predicted[:2]] == ["quoted", "inch"]
+    table = pd.read_csv(source, encoding="latin-1")  # what a data scientist reads, and its answers
+    expected = trained_iris.estimator.predict_proba(table[names].to_numpy()[1:])
+    labels = trained_iris.estimator.classes_
+    assert np.array_equal([[float(row[f"probability_{c}"]) for c in labels] for row in predicted], expected)
+
+
 # The state machine's data flow: its own definition walked over moto S3, each Task calling the handler
 # its FunctionName names. Not Step Functions: the walker follows Next, Map (ItemReader, ItemSelector,
 # ResultWriter), Parameters/Payload, ResultSelector, ResultPath and Choice as the definition states them.

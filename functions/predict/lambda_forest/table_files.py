@@ -25,6 +25,7 @@ TEXT_FORMATS = (CSV, JSONL)
 EXTENSIONS = {".csv": CSV, ".jsonl": JSONL, ".ndjson": JSONL, ".parquet": PARQUET, ".pq": PARQUET}
 COMPRESSED = (".gz", ".bz2", ".zst", ".xz", ".zip", ".snappy")
 HEADER_LIMIT_BYTES = 1 << 20
+CSV_BLOCK_BYTES = 1 << 20  # CSV text is decoded a block at a time
 BOM = b"\xef\xbb\xbf"
 
 
@@ -82,30 +83,72 @@ def _header_columns(line: bytes) -> list[str]:
 
 
 def read_records(stream: IO[bytes], fmt: str) -> Iterator[Any]:
-    """Records of a byte stream that holds whole rows: CSV cell lists, or parsed JSON values (blank lines
-    are not records; a JSON line that does not parse is yielded as `UnreadableLine`)."""
+    """Records of a byte stream that holds whole rows: CSV cell lists, or parsed JSON values. Blank lines
+    are not records; a row that cannot be read (text not in the encoding, a JSON line that does not
+    parse) is yielded as `UnreadableLine`, so it fails alone and the rest still score."""
     if fmt == CSV:
-        text = io.TextIOWrapper(stream, encoding="utf-8", errors="strict", newline="")
-        try:
-            for cells in csv.reader(text, strict=True):
-                if cells:
-                    yield cells
-        except UnicodeDecodeError:
-            raise InvalidInput("The CSV file is not UTF-8 text.") from None
-        except csv.Error as error:
-            raise InvalidInput(f"The CSV file is malformed: {error}.") from None
+        yield from _csv_records(stream)
         return
     for line in stream:
         if line.strip():
             try:
                 yield orjson.loads(line)
             except orjson.JSONDecodeError as error:
-                yield UnreadableLine(f"not valid JSON: {error}")
+                yield UnreadableLine(f"is not valid JSON: {error}")
+
+
+def _csv_records(stream: IO[bytes], encoding: str = "utf-8") -> Iterator[Any]:
+    """CSV records, parsed as pandas and the API's CSV bodies parse them (csv's default, lenient quoting).
+
+    A record with bytes that are not in the encoding is reported on its own (`UnreadableLine`, with the
+    cells read anyway): csv reads exactly the lines of one record before it yields it, so a line that did
+    not decode while it read them belongs to that record.
+    """
+    problems: list[str] = []
+    reader = csv.reader(_csv_lines(stream, encoding, problems))
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:  # csv starts again on the next line
+            problems.clear()
+            yield UnreadableLine(f"is not valid CSV: {error}")
+            continue
+        if problems:
+            yield UnreadableLine(problems[0], cells)
+            problems.clear()
+        elif cells:
+            yield cells
+
+
+def _csv_lines(stream: IO[bytes], encoding: str, problems: list[str]) -> Iterator[str]:
+    """The stream's lines as text, decoded a block at a time; in a block that does not decode, a line at a
+    time, each line that does not decode noted in `problems` (and read with replacement characters)."""
+    while block := stream.read(CSV_BLOCK_BYTES):
+        block += stream.readline()  # blocks end where lines end
+        try:
+            text = block.decode(encoding)
+        except UnicodeDecodeError:
+            for line in block.splitlines(keepends=True):
+                try:
+                    yield line.decode(encoding)
+                except UnicodeDecodeError as error:
+                    problems.append(
+                        f"is not {encoding.upper()} text (byte 0x{line[error.start]:02x}); save the file as "
+                        f"{encoding.upper()}, or pass its encoding (e.g. --encoding latin-1)"
+                    )
+                    yield line.decode(encoding, errors="replace")
+        else:
+            yield from io.StringIO(text, newline="")  # splits lines as a file opened with newline="" does
 
 
 @dataclass(frozen=True)
 class UnreadableLine:
+    """A row that could not be read, why, and for CSV the cells read anyway (for its id)."""
+
     reason: str
+    cells: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -132,11 +175,9 @@ class RowPicker:
 
     def pick(self, record: Any) -> Picked:
         if isinstance(record, UnreadableLine):
-            return Picked(None, None, record.reason)
+            return Picked(self._cell_id(record.cells) if record.cells else None, None, record.reason)
         if self.columns is not None:
-            row_id = (
-                record[self.id_position] if self.id_position is not None and self.id_position < len(record) else None
-            )
+            row_id = self._cell_id(record)
             if len(record) != len(self.columns):
                 return Picked(row_id, None, f"has {len(record)} values; the header names {len(self.columns)} columns")
             return Picked(row_id, [record[position] for position in self.positions])
@@ -151,6 +192,10 @@ class RowPicker:
                 return Picked(None, None, f"is a JSON array; --id-column {self.id_column!r} needs JSON objects")
             return Picked(None, record)
         return Picked(None, None, "is not a JSON object or array")
+
+    def _cell_id(self, cells: list[str]) -> str | None:
+        """A CSV record's id cell, if it has one."""
+        return cells[self.id_position] if self.id_position is not None and self.id_position < len(cells) else None
 
 
 def check_columns(columns: list[str], feature_names: list[str], id_column: str | None) -> None:
