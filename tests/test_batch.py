@@ -206,6 +206,22 @@ def test_rows_that_cannot_be_read_are_errors_with_their_ids_and_the_rest_score(
     assert np.array_equal([[float(row[f"probability_{c}"]) for c in labels] for row in predicted], expected)
 
 
+def test_a_json_lines_file_may_start_with_a_byte_order_mark(
+    tmp_path: Path, local_store: Any, trained_iris: Any
+) -> None:
+    publish_model(local_store, trained_iris)
+    names, X = iris_table(trained_iris, 20)
+    source = tmp_path / "rows.jsonl"
+    lines = [json.dumps(dict(zip(names, row, strict=True))) for row in X.tolist()]
+    source.write_bytes(b"\xef\xbb\xbf" + "\n".join([*lines, "{broken"]).encode())
+
+    summary = score_file(ScoreRequest(str(source), str(tmp_path / "p.jsonl"), "iris"), local_store, quiet)
+
+    assert (summary.scored, summary.errors) == (20, 1)
+    [error] = [json.loads(line) for line in (tmp_path / "p.errors.jsonl").read_text().splitlines()]
+    assert error["row"] == 20 and error["reason"].startswith("row 20 is not valid JSON: ")
+
+
 # The state machine's data flow: its own definition walked over moto S3, each Task calling the handler
 # its FunctionName names. Not Step Functions: the walker follows Next, Map (ItemReader, ItemSelector,
 # ResultWriter), Parameters/Payload, ResultSelector, ResultPath and Choice as the definition states them.

@@ -38,6 +38,7 @@ from lambda_forest.model_cache import LoadedModel, LoadPolicy, load_version
 from lambda_forest.objects import InputFile, OutputLocation
 from lambda_forest.store import DEFAULT_ALIAS, ModelStore
 from lambda_forest.table_files import (
+    BOM,
     CSV,
     HEADER_LIMIT_BYTES,
     PARQUET,
@@ -354,6 +355,8 @@ def text_records(source: InputFile) -> RecordSource:
 
     def records(run: Run, chunk: Chunk) -> Iterator[Any]:
         with source.stream(chunk.start, chunk.end) as stream:
+            if chunk.start == 0 and stream.peek(len(BOM)).startswith(BOM):  # JSON lines have no header to hold it
+                stream.read(len(BOM))
             yield from read_records(stream, run.input_format)
 
     return records

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from lambda_forest.errors import ConfigError, InvalidInput
 from lambda_forest.store import ObjectMissing, S3Errors, WriteConflict, make_s3_client
@@ -48,7 +48,7 @@ class InputFile(ABC):
     def read(self, start: int, end: int) -> bytes:
         """Bytes [start, end)."""
 
-    def stream(self, start: int, end: int) -> IO[bytes]:
+    def stream(self, start: int, end: int) -> io.BufferedReader:
         """Bytes [start, end) as a buffered stream, fetched a block at a time."""
         return io.BufferedReader(_RangeStream(self, start, end), buffer_size=READ_BLOCK_BYTES)
 
