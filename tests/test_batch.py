@@ -15,7 +15,7 @@ import pytest
 
 from lambda_forest.batch import ScoreRequest
 from lambda_forest.errors import InvalidInput
-from tests.conftest import BUCKET, api_event, publish_model
+from tests.conftest import BUCKET, api_event, data_scientists_model, publish_model
 from training.score import score_file
 
 INPUT_BUCKET = "lambda-forest-test-batch"
@@ -148,7 +148,7 @@ def test_a_rerun_keeps_the_version_it_started_with(tmp_path: Path, local_store: 
     local_store.set_alias("iris", "live", manifest.version)
 
     assert score_file(request, local_store, quiet).model["version"] == first.version
-    with pytest.raises(InvalidInput, match="holds a run with another the model"):
+    with pytest.raises(InvalidInput, match=r"holds another run, started with the model \(iris"):
         score_file(replace(request, model_version=manifest.version), local_store, quiet)
 
 
@@ -583,6 +583,8 @@ def test_score_on_aws_starts_the_state_machine_and_follows_it_to_the_summary(
         "output": output,
         "model_name": "iris",
         "model_version": "v1",
+        "delimiter": ",",
+        "encoding": "utf-8",
         "chunk_bytes": request.chunk_bytes,
         "concurrency": 7,
     }
@@ -677,3 +679,69 @@ def test_mixed_tables_score_as_the_api_answers(
     assert [row["prediction"] for row in predicted] == reply.body["predictions"]
     classes = reply.body["classes"]
     assert [[float(row[f"probability_{c}"]) for c in classes] for row in predicted] == reply.body["probabilities"]
+
+
+@pytest.mark.parametrize(("delimiter", "typed", "encoding"), [(";", ";", "latin-1"), ("\t", "\\t", "cp1252")])
+def test_cli_score_reads_csv_with_the_delimiter_and_encoding_training_reads(
+    tmp_path: Path, local_store: Any, loans: tuple[Any, Path], capsys: Any, delimiter: str, typed: str, encoding: str
+) -> None:
+    """The same --delimiter and --encoding as `train`: a Windows-written file (another separator, a
+    one-byte encoding, CRLF, quoted separators and line ends) scores as model.joblib answers on that file."""
+    import pandas as pd
+
+    from training.cli import main
+
+    trained, csv_path = loans
+    manifest = publish_model(local_store, trained, name="loans")
+    frame = pd.read_csv(csv_path)
+    frame["customer_id"] = [f"Zoë {index}" for index in range(len(frame))]
+    frame["note"] = [f"crème{delimiter} brûlée\r\nsecond line" if index % 5 == 0 else "" for index in range(len(frame))]
+    source = tmp_path / "loans.csv"
+    frame.to_csv(source, sep=delimiter, encoding=encoding, index=False, lineterminator="\r\n")
+    output = tmp_path / "scored.csv"
+    common = ["--store", str(local_store.root), "score", "--name", "loans", "--input", str(source)]
+
+    dialect = ["--delimiter", typed, "--encoding", encoding]
+    status = main([*common, "--output", str(output), "--id-column", "customer_id", *dialect, "--chunk-mb", "0.002"])
+
+    assert status == 0, capsys.readouterr().err
+    assert f"scored {len(frame)} of {len(frame)} rows" in capsys.readouterr().out
+    table = pd.read_csv(source, sep=delimiter, encoding=encoding)  # what the data scientist reads
+    model = data_scientists_model(local_store, manifest)
+    predicted = read_predictions(output)
+    assert [row["customer_id"] for row in predicted] == table["customer_id"].tolist()
+    assert [row["prediction"] for row in predicted] == model.predict(table[manifest.feature_names]).tolist()
+    probabilities = [[float(row[f"probability_{c}"]) for c in model.classes_] for row in predicted]
+    assert np.array_equal(probabilities, model.predict_proba(table[manifest.feature_names]))
+
+
+def test_cli_score_says_which_delimiter_and_encoding_to_pass(
+    tmp_path: Path, local_store: Any, trained_iris: Any, capsys: Any
+) -> None:
+    from training.cli import main
+
+    publish_model(local_store, trained_iris)
+    names, X = iris_table(trained_iris, 20)
+    source = tmp_path / "in.csv"
+    source.write_text("\n".join([";".join(["customer", *names]), *(";".join(["c", *map(str, row)]) for row in X)]))
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text("\n".join(json.dumps(dict(zip(names, row, strict=True))) for row in X.tolist()))
+    common = ["--store", str(local_store.root), "score", "--name", "iris"]
+    output = tmp_path / "p.csv"
+
+    def refused(*arguments: str) -> str:
+        assert main([*common, "--output", str(output), *arguments]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and not output.exists()
+        return err
+
+    assert "separates its values with ';', not ','; pass --delimiter ';'" in refused("--input", str(source))
+    assert "not an encoding Python knows" in refused("--input", str(source), "--delimiter", ";", "--encoding", "nope")
+    assert "convert the file to UTF-8" in refused("--input", str(source), "--delimiter", ";", "--encoding", "utf-16")
+    assert "are for CSV input" in refused("--input", str(jsonl), "--encoding", "latin-1")
+
+    parts = f"{tmp_path}/parts/"
+    assert main([*common, "--input", str(source), "--output", parts, "--delimiter", ";"]) == 0
+    capsys.readouterr()
+    assert main([*common, "--input", str(source), "--output", parts, "--delimiter", ";", "--encoding", "cp1252"]) == 1
+    assert "holds another run, started with the delimiter and encoding (';', utf-8)" in capsys.readouterr().err

@@ -23,7 +23,7 @@ from lambda_forest.monitoring import build_report, exit_code
 from lambda_forest.schema import check_row_id, label_checker
 from lambda_forest.signing import KmsSigner, alias_signer
 from lambda_forest.store import DEFAULT_ALIAS, LABELS, AliasSigner, ModelStore, open_store
-from lambda_forest.table_files import FORMATS
+from lambda_forest.table_files import DEFAULT_DELIMITER, DEFAULT_ENCODING, FORMATS
 from training.tables import DEFAULT_MAX_CATEGORIES
 
 DEFAULT_STORE = default_store()
@@ -71,6 +71,25 @@ def _max_features(value: str) -> str | float | int | None:
 
 def _columns(value: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in value.split(",") if name.strip())
+
+
+def _delimiter(value: str) -> str:
+    """One character; `\\t` (as a shell passes '\\t') is a tab."""
+    value = {"\\t": "\t"}.get(value, value)
+    if len(value) != 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not one character (\\t for a tab)")
+    return value
+
+
+def add_csv_options(parser: argparse.ArgumentParser) -> None:
+    """How a CSV file is written: the same options, with the same meaning, for training and for scoring."""
+    parser.add_argument(
+        "--delimiter",
+        type=_delimiter,
+        default=DEFAULT_DELIMITER,
+        help="the CSV's value separator, one character, \\t for a tab (default %(default)r)",
+    )
+    parser.add_argument("--encoding", default=DEFAULT_ENCODING, help="the CSV's text encoding (default %(default)s)")
 
 
 def _positive_float(value: str) -> float:
@@ -133,8 +152,7 @@ def build_parser(prog: str = "python -m training") -> argparse.ArgumentParser:
         default=DEFAULT_MAX_CATEGORIES,
         help="refuse categorical columns with more distinct values (default %(default)s)",
     )
-    train.add_argument("--delimiter", default=",", help="the CSV's value separator (default %(default)r)")
-    train.add_argument("--encoding", default="utf-8", help="the CSV's text encoding (default %(default)s)")
+    add_csv_options(train)
     train.add_argument(
         "--task", choices=["classification", "regression"], help="override the task inferred from the target"
     )
@@ -237,6 +255,7 @@ def build_parser(prog: str = "python -m training") -> argparse.ArgumentParser:
     score.add_argument("--format", choices=FORMATS, help="output format (default: the output file's, else the input's)")
     score.add_argument("--input-format", choices=FORMATS, help="input format (default: from the input's name)")
     score.add_argument("--id-column", help="copy this input column into every prediction and error row")
+    add_csv_options(score)
     score.add_argument(
         "--chunk-mb",
         type=_positive_float,
@@ -478,6 +497,8 @@ def command_score(args: argparse.Namespace, store: ModelStore | None) -> int:
         input_format=args.input_format,
         output_format=args.format,
         id_column=args.id_column,
+        delimiter=args.delimiter,
+        encoding=args.encoding,
         chunk_bytes=max(int(args.chunk_mb * 2**20), 1),
         concurrency=args.concurrency,
     )

@@ -29,6 +29,7 @@ import numpy as np
 from lambda_forest.errors import TrainingError
 from lambda_forest.features import CATEGORICAL, NUMERIC, Feature, FeatureSchema, category_texts
 from lambda_forest.manifest import CLASSIFICATION, REGRESSION
+from lambda_forest.table_files import DEFAULT_DELIMITER, DEFAULT_ENCODING, other_delimiter
 from training.data import MAX_INTEGER_CLASSES, DataReport, Dataset
 
 CSV = "csv"
@@ -46,7 +47,6 @@ _DATE = re.compile(
     r"^\s*(\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?"
     r"|\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}( \d{1,2}:\d{2}(:\d{2})?)?)\s*$"
 )
-OTHER_DELIMITERS = (";", "\t", "|")
 # pandas names a column with a blank header "Unnamed: N"; a row number there is a saved DataFrame index.
 _UNNAMED = re.compile(r"^Unnamed: \d+$")
 
@@ -56,8 +56,8 @@ class TableOptions:
     categorical: tuple[str, ...] = ()
     drop: tuple[str, ...] = ()
     max_categories: int = DEFAULT_MAX_CATEGORIES
-    delimiter: str = ","
-    encoding: str = "utf-8"
+    delimiter: str = DEFAULT_DELIMITER
+    encoding: str = DEFAULT_ENCODING
 
 
 def table_format(source: str, requested: str | None = None) -> str:
@@ -151,14 +151,12 @@ def _read_csv(source: str, raw: bytes, options: TableOptions) -> Any:
     header = next(csv.reader(io.StringIO(text_head.lstrip("\ufeff")), delimiter=options.delimiter), None)
     if not header or not any(cell.strip() for cell in header):
         raise TrainingError(f"CSV file {source} is empty; expected a header row and data rows.")
-    if len(header) == 1:
-        other = next((d for d in OTHER_DELIMITERS if d in header[0] and d != options.delimiter), None)
-        if other:
-            shown = {"\t": "\\t"}.get(other, other)
-            raise TrainingError(
-                f"CSV file {source} separates its values with {shown!r}, not {options.delimiter!r}; "
-                f"pass --delimiter {shown!r}."
-            )
+    other = other_delimiter(header, options.delimiter)
+    if other:
+        raise TrainingError(
+            f"CSV file {source} separates its values with '{other}', not {options.delimiter!r}; "
+            f"pass --delimiter '{other}'."
+        )
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
         raise TrainingError(

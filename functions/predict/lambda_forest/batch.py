@@ -40,8 +40,11 @@ from lambda_forest.store import DEFAULT_ALIAS, ModelStore
 from lambda_forest.table_files import (
     BOM,
     CSV,
+    DEFAULT_DELIMITER,
+    DEFAULT_ENCODING,
     HEADER_LIMIT_BYTES,
     PARQUET,
+    CsvDialect,
     OutputColumns,
     PredictionWriter,
     RowPicker,
@@ -87,6 +90,8 @@ class ScoreRequest:
     input_format: str | None = None
     output_format: str | None = None
     id_column: str | None = None
+    delimiter: str = DEFAULT_DELIMITER  # CSV only, as for training
+    encoding: str = DEFAULT_ENCODING
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     concurrency: int | None = None  # workers at once (AWS); the stack's BatchConcurrency when None
 
@@ -133,10 +138,18 @@ class Run:
     created_at: str
     id: str = ""
     format: int = RUN_FORMAT
+    delimiter: str = DEFAULT_DELIMITER
+    encoding: str = DEFAULT_ENCODING
+
+    @property
+    def dialect(self) -> CsvDialect:
+        return CsvDialect(self.delimiter, self.encoding)
 
     def with_id(self) -> Run:
         identity = [self.input, self.input_fingerprint, self.model_name, self.model_version, self.input_format]
         identity += [self.output_format, self.id_column, self.chunk_bytes]
+        if self.dialect != CsvDialect():  # so that runs planned before these options keep their ids
+            identity += [self.delimiter, self.encoding]
         digest = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
         return Run(**{**asdict(self), "id": digest})
 
@@ -175,17 +188,23 @@ def plan(
         )
     if request.chunk_bytes < 1:
         raise InvalidInput(f"chunk_bytes must be at least 1, not {request.chunk_bytes}.")
+    dialect = CsvDialect(request.delimiter, request.encoding).checked()
+    if input_format != CSV and dialect != CsvDialect():
+        raise InvalidInput(
+            f"The delimiter and encoding are for CSV input; {input_format} input is read as its format says "
+            "(JSON lines are UTF-8)."
+        )
     version = request.model_version or _alias_version(store, request.model_name, request.model_alias, policy)
     manifest = _manifest(store, request.model_name, version, policy)
     requested = f"version {request.model_version}" if request.model_version else f"alias {request.model_alias}"
 
     existing = output.get(RUN_FILE)
     if existing is not None:
-        return _resume(Run.from_json(existing), request, source, requested)
+        return _resume(Run.from_json(existing), request, source, requested, dialect)
 
     columns, data_start, row_groups = None, 0, []
     if input_format == CSV:
-        header = _read_header(source)
+        header = _read_header(source, dialect)
         columns, data_start = header.columns, header.data_start
         RowPicker(manifest.feature_names, request.id_column, columns)  # refuses missing columns up front
     elif input_format == PARQUET:
@@ -207,6 +226,8 @@ def plan(
         data_start=data_start,
         chunk_bytes=request.chunk_bytes,
         created_at=utc_now(),
+        delimiter=dialect.delimiter,
+        encoding=dialect.encoding,
     ).with_id()
     if input_format == PARQUET:
         output.put(CHUNKS_FILE, _json([chunk.to_dict() for chunk in parquet_chunks(row_groups)]))
@@ -236,7 +257,7 @@ def _manifest(store: ModelStore, name: str, version: str, policy: LoadPolicy) ->
     return Manifest.from_json(data)
 
 
-def _resume(run: Run, request: ScoreRequest, source: InputFile, requested: str) -> Run:
+def _resume(run: Run, request: ScoreRequest, source: InputFile, requested: str, dialect: CsvDialect) -> Run:
     differences = []
     if run.input != request.input or run.input_fingerprint != source.fingerprint:
         differences.append(f"the input ({run.input} as it was then)")
@@ -248,19 +269,21 @@ def _resume(run: Run, request: ScoreRequest, source: InputFile, requested: str) 
         differences.append(f"the id column ({run.id_column})")
     if request.output_format and request.output_format != run.output_format:
         differences.append(f"the output format ({run.output_format})")
+    if dialect != run.dialect:
+        differences.append(f"the delimiter and encoding ({run.delimiter!r}, {run.encoding})")
     if differences:
         raise InvalidInput(
-            f"The output {run.output} holds a run with another {' and '.join(dict.fromkeys(differences))}; "
+            f"The output {run.output} holds another run, started with {' and '.join(dict.fromkeys(differences))}; "
             "choose another output, or empty it to start over."
         )
     return run  # resumed: same model version as the first attempt, even if the alias moved since
 
 
-def _read_header(source: InputFile) -> Any:
+def _read_header(source: InputFile, dialect: CsvDialect) -> Any:
     size = 64 * 1024
     while True:
         head = source.read(0, min(size, source.size))
-        header = parse_csv_header(head, at_end_of_file=len(head) >= source.size)
+        header = parse_csv_header(head, len(head) >= source.size, dialect)
         if header is not None:
             return header
         if len(head) >= source.size:
@@ -357,7 +380,7 @@ def text_records(source: InputFile) -> RecordSource:
         with source.stream(chunk.start, chunk.end) as stream:
             if chunk.start == 0 and stream.peek(len(BOM)).startswith(BOM):  # JSON lines have no header to hold it
                 stream.read(len(BOM))
-            yield from read_records(stream, run.input_format)
+            yield from read_records(stream, run.input_format, run.dialect)
 
     return records
 

@@ -7,6 +7,7 @@ the same one the API uses. Parquet is read with pyarrow on the training side onl
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -27,6 +28,54 @@ COMPRESSED = (".gz", ".bz2", ".zst", ".xz", ".zip", ".snappy")
 HEADER_LIMIT_BYTES = 1 << 20
 CSV_BLOCK_BYTES = 1 << 20  # CSV text is decoded a block at a time
 BOM = b"\xef\xbb\xbf"
+DEFAULT_DELIMITER, DEFAULT_ENCODING = ",", "utf-8"
+OTHER_DELIMITERS = (";", "\t", "|")  # what a one-column header holds when the file uses another separator
+_BYTES_THE_CHUNKS_READ = '"\n\r'  # the planner finds rows by these bytes, so an encoding must keep them ASCII
+
+
+@dataclass(frozen=True)
+class CsvDialect:
+    """How a CSV file's text is written: its value separator and its text encoding (`--delimiter`,
+    `--encoding`, as for training)."""
+
+    delimiter: str = DEFAULT_DELIMITER
+    encoding: str = DEFAULT_ENCODING
+
+    def checked(self) -> CsvDialect:
+        """The dialect, or InvalidInput naming what is wrong with it; the encoding by its codec's name."""
+        if len(self.delimiter) != 1 or self.delimiter in _BYTES_THE_CHUNKS_READ or self.delimiter.isalnum():
+            raise InvalidInput(
+                f"The delimiter must be one character other than a quote, a letter, a digit or a line end, "
+                f"not {self.delimiter!r}."
+            )
+        try:
+            name = codecs.lookup(self.encoding).name.replace("utf-8-sig", "utf-8")  # a BOM is read either way
+        except LookupError:
+            raise InvalidInput(f"--encoding {self.encoding!r} is not an encoding Python knows.") from None
+        probe = f"{_BYTES_THE_CHUNKS_READ},;|azAZ09 "
+        try:
+            keeps_ascii = probe.encode(name) == probe.encode("ascii") and not name.startswith(("utf-7", "iso2022"))
+        except UnicodeError:
+            keeps_ascii = False
+        if not keeps_ascii:
+            raise InvalidInput(
+                f"Batch scoring reads {self.encoding} text in byte ranges, which needs an encoding that keeps "
+                "ASCII as it is (UTF-8, Latin-1, Windows-1252, ...); convert the file to UTF-8 first."
+            )
+        try:
+            self.delimiter.encode(name)
+        except UnicodeError:
+            raise InvalidInput(f"The delimiter {self.delimiter!r} cannot be written in {self.encoding}.") from None
+        return CsvDialect(self.delimiter, name)
+
+
+def other_delimiter(header: list[str], delimiter: str) -> str | None:
+    """The separator a header read as one column seems to use instead of `delimiter`, as it is typed on
+    the command line (`\\t` for a tab)."""
+    if len(header) != 1:
+        return None
+    other = next((d for d in OTHER_DELIMITERS if d in header[0] and d != delimiter), None)
+    return {"\t": "\\t"}.get(other, other) if other else None
 
 
 def format_of(uri: str, given: str | None = None) -> str:
@@ -55,39 +104,46 @@ class Header:
     data_start: int
 
 
-def parse_csv_header(head: bytes, at_end_of_file: bool) -> Header | None:
+def parse_csv_header(head: bytes, at_end_of_file: bool, dialect: CsvDialect = CsvDialect()) -> Header | None:
     """The header from the first bytes of a CSV file; None if `head` does not hold all of it yet."""
     quotes = 0
     for offset, byte in enumerate(head):
         if byte == 34:
             quotes += 1
         elif byte == 10 and quotes % 2 == 0:
-            return Header(_header_columns(head[: offset + 1]), offset + 1)
+            return Header(_header_columns(head[: offset + 1], dialect), offset + 1)
     if at_end_of_file:
-        return Header(_header_columns(head), len(head)) if head.strip() else None
+        return Header(_header_columns(head, dialect), len(head)) if head.strip() else None
     return None
 
 
-def _header_columns(line: bytes) -> list[str]:
+def _header_columns(line: bytes, dialect: CsvDialect) -> list[str]:
     try:
-        text = line.removeprefix(BOM).decode("utf-8")
+        text = line.removeprefix(BOM).decode(dialect.encoding)
     except UnicodeDecodeError:
-        raise InvalidInput("The CSV header is not UTF-8 text.") from None
-    columns = next(csv.reader(io.StringIO(text, newline="")), [])
+        raise InvalidInput(
+            f"The CSV header is not {dialect.encoding.upper()} text; pass its encoding (e.g. --encoding latin-1)."
+        ) from None
+    columns = next(csv.reader(io.StringIO(text, newline=""), delimiter=dialect.delimiter), [])
     if not columns or not any(columns):
         raise InvalidInput("The CSV file's first line is empty; expected a header row naming the columns.")
+    other = other_delimiter(columns, dialect.delimiter)
+    if other:
+        raise InvalidInput(
+            f"The CSV file separates its values with '{other}', not {dialect.delimiter!r}; pass --delimiter '{other}'."
+        )
     repeated = sorted({name for name in columns if columns.count(name) > 1})
     if repeated:
         raise InvalidInput(f"The CSV header names column(s) {', '.join(map(repr, repeated[:5]))} more than once.")
     return columns
 
 
-def read_records(stream: IO[bytes], fmt: str) -> Iterator[Any]:
+def read_records(stream: IO[bytes], fmt: str, dialect: CsvDialect = CsvDialect()) -> Iterator[Any]:
     """Records of a byte stream that holds whole rows: CSV cell lists, or parsed JSON values. Blank lines
     are not records; a row that cannot be read (text not in the encoding, a JSON line that does not
     parse) is yielded as `UnreadableLine`, so it fails alone and the rest still score."""
     if fmt == CSV:
-        yield from _csv_records(stream)
+        yield from _csv_records(stream, dialect)
         return
     for line in stream:
         if line.strip():
@@ -97,7 +153,7 @@ def read_records(stream: IO[bytes], fmt: str) -> Iterator[Any]:
                 yield UnreadableLine(f"is not valid JSON: {error}")
 
 
-def _csv_records(stream: IO[bytes], encoding: str = "utf-8") -> Iterator[Any]:
+def _csv_records(stream: IO[bytes], dialect: CsvDialect) -> Iterator[Any]:
     """CSV records, parsed as pandas and the API's CSV bodies parse them (csv's default, lenient quoting).
 
     A record with bytes that are not in the encoding is reported on its own (`UnreadableLine`, with the
@@ -105,7 +161,7 @@ def _csv_records(stream: IO[bytes], encoding: str = "utf-8") -> Iterator[Any]:
     not decode while it read them belongs to that record.
     """
     problems: list[str] = []
-    reader = csv.reader(_csv_lines(stream, encoding, problems))
+    reader = csv.reader(_csv_lines(stream, dialect.encoding, problems), delimiter=dialect.delimiter)
     while True:
         try:
             cells = next(reader)
