@@ -17,6 +17,7 @@ from local_lambda.events import front_door_event
 from tests.conftest import ROOT, publish_model
 
 COMMITTED = ROOT / "openapi.json"
+JSON = "application/json"
 
 
 def get(path: str) -> dict[str, Any]:
@@ -98,7 +99,7 @@ def test_served_document_has_the_models_features(handler: Any, local_store: Any,
     assert len(as_list["prefixItems"]) == len(manifest.feature_names)
     assert list(as_object["properties"]) == manifest.feature_names
     region = as_object["properties"]["region"]
-    assert region["enum"] == ["north", "south", "west", None]
+    assert region["anyOf"][0]["enum"] == ["north", "south", "west"]
     assert as_object["properties"]["income"]["type"] == ["number", "null"]
     row = dict(zip(manifest.feature_names, [None] * len(manifest.feature_names), strict=True)) | {"region": "north"}
     jsonschema.validate({"instances": [row]}, body)
@@ -110,3 +111,27 @@ def test_served_document_has_the_models_features(handler: Any, local_store: Any,
 def test_without_a_model_the_served_document_is_the_generic_one(handler: Any, local_store: Any) -> None:
     reply = handler(local_store)(get("/openapi.json"))
     assert reply.status == 200 and reply.body["paths"] == document(model_name="iris")["paths"]
+
+
+def test_the_served_document_accepts_what_the_function_answers(
+    handler: Any, local_store: Any, trained_loans: Any
+) -> None:
+    """Unknown categories (answered with a warning), numbers and booleans for categories, and MLflow's
+    dataframe_split in any column order are answered 200: the document must not refuse them."""
+    manifest = publish_model(local_store, trained_loans, name="loans")
+    invoke = handler(local_store, name="loans")
+    served = invoke(get("/openapi.json")).body
+    schema = served["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    row = {"region": "east", "income": 51000.5, "employment": None, "cylinders": 6, "owner": True}
+    assert list(row) == manifest.feature_names
+    names = list(reversed(manifest.feature_names))
+    bodies = {
+        "an unknown category, numbers and booleans for categories": {"instances": [row, list(row.values())]},
+        "dataframe_split in another column order": {
+            "dataframe_split": {"columns": names, "data": [[row[name] for name in names]]}
+        },
+    }
+    for what, body in bodies.items():
+        reply = invoke(front_door_event("rest", "POST", "/predict", {"Content-Type": JSON}, json.dumps(body).encode()))
+        assert reply.status == 200, (what, reply.body)
+        jsonschema.validate(body, schema)

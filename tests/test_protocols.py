@@ -240,6 +240,13 @@ def native_error(reply: Any) -> tuple[int, str]:
             "dataframe_split.data[0] has 3 values; 'columns' names 2",
         ),
         (
+            {"dataframe_split": {"data": [[1, 2, 3, 4], {"sepal length (cm)": 1}]}},
+            "application/json",
+            400,
+            "invalid_instances",
+            "dataframe_split.data[1] is a JSON object; expected a list in feature_names order",
+        ),
+        (
             {"dataframe_records": [{"sepal length (cm)": 1}]},
             "application/json",
             400,

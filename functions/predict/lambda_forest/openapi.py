@@ -16,7 +16,7 @@ from typing import Any
 from lambda_forest.features import FeatureSchema
 from lambda_forest.manifest import Manifest
 from lambda_forest.protocols import kserve_v1, mlflow, open_inference
-from lambda_forest.protocols.shapes import ROWS_MARK, obj
+from lambda_forest.protocols.shapes import POSITIONAL_ROW, ROW, ROWS_MARK, obj
 from lambda_forest.schema import FEEDBACK_REQUEST, PREDICT_REQUEST
 
 FLOAT32_MAX = 3.4028234663852886e38
@@ -290,9 +290,10 @@ def _fill(shape: Any, schema: FeatureSchema | None, max_rows: int) -> Any:
     if not isinstance(shape, dict):
         return shape
     if ROWS_MARK in shape:
-        return _row_schema(schema) if shape[ROWS_MARK] == "row" else {}
+        row = ROW_SCHEMAS.get(shape[ROWS_MARK])
+        return row(schema) if row else {}
     filled = {key: _fill(value, schema, max_rows) for key, value in shape.items() if not key.startswith("x-")}
-    if isinstance(shape.get("items"), dict) and shape["items"].get(ROWS_MARK) == "row":
+    if isinstance(shape.get("items"), dict) and shape["items"].get(ROWS_MARK) in ROW_SCHEMAS:
         filled["maxItems"] = max_rows
     return filled
 
@@ -325,17 +326,39 @@ def _row_schema(schema: FeatureSchema | None) -> dict[str, Any]:
     }
 
 
+def _positional_row(schema: FeatureSchema | None) -> dict[str, Any]:
+    """One row as a list in an order the request names (dataframe_split's columns): any feature's values."""
+    row: dict[str, Any] = {"type": "array", "description": "values in `columns` order"}
+    if schema is None:
+        return row
+    types = {kind for feature in schema.features for kind in _cell_types(feature)}
+    cell: dict[str, Any] = {"type": [kind for kind in CELL_TYPES if kind in types]}
+    if schema.is_numeric_only:
+        cell |= {"minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
+    return row | {"minItems": schema.width, "maxItems": schema.width, "items": cell}
+
+
+ROW_SCHEMAS = {ROW: _row_schema, POSITIONAL_ROW: _positional_row}
+CELL_TYPES = ("string", "number", "boolean", "null")
+
+
+def _cell_types(feature: Any) -> list[str]:
+    """The JSON types the row validator takes for `feature` (lambda_forest.features)."""
+    if feature.is_categorical:  # a number matches by its text, a boolean when "True"/"False" is a category
+        booleans = {"True", "False"} & set(feature.categories)
+        return ["string", "number", *(["boolean"] if booleans else []), "null"]
+    return ["number", "null"] if feature.missing_allowed else ["number"]
+
+
 def _cell(feature: Any) -> dict[str, Any]:
     if feature.is_categorical:
         return {
-            "type": ["string", "null"],
-            "enum": [*feature.categories, None],
-            "description": f"{feature.name}: a category (a number matches by its text); null is missing; any other "
-            "text is an unknown category, treated as missing with a warning",
+            "anyOf": [{"enum": list(feature.categories)}, {"type": _cell_types(feature)}],
+            "description": f"{feature.name}: one of its categories (a number matches by its text); null is "
+            "missing; any other value is an unknown category, treated as missing with a warning",
         }
-    types = ["number", "null"] if feature.missing_allowed else ["number"]
     return {
-        "type": types,
+        "type": _cell_types(feature),
         "minimum": -FLOAT32_MAX,
         "maximum": FLOAT32_MAX,
         "description": f"{feature.name}: a number" + ("; null is missing" if feature.missing_allowed else ""),

@@ -15,7 +15,7 @@ from typing import Any
 
 from lambda_forest.errors import InvalidInstances, LambdaForestError
 from lambda_forest.features import RowLabel, instances_row, json_type
-from lambda_forest.protocols.shapes import ROWS_MARK, obj, rows
+from lambda_forest.protocols.shapes import POSITIONAL_ROW, ROWS_MARK, obj, rows
 
 # MLflow's error codes (mlflow.protos.databricks_pb2), by HTTP status.
 ERROR_CODES = {400: "BAD_REQUEST", 404: "RESOURCE_DOES_NOT_EXIST", 503: "TEMPORARILY_UNAVAILABLE"}
@@ -38,7 +38,9 @@ def request_forms(options: Mapping[str, Any]) -> list[dict[str, Any]]:
     split = obj(
         {
             "columns": {"type": "array", "items": {"type": "string"}, "description": "the names of data's columns"},
-            "data": rows("rows as lists, in `columns` order (feature_names order without `columns`)"),
+            "data": rows(
+                "rows as lists, in `columns` order (feature_names order without `columns`)", row=POSITIONAL_ROW
+            ),
             "index": {"type": "array", "description": "row labels (ignored)"},
         },
         required=("data",),
@@ -104,12 +106,14 @@ def _split_rows(split: dict[str, Any]) -> tuple[list[Any], RowLabel]:
     def label(index: int) -> str:
         return f"dataframe_split.data[{index}]"
 
+    order = "'columns' order" if columns is not None else "feature_names order (there is no 'columns')"
+    for index, row in enumerate(data):
+        if type(row) is not list:
+            raise InvalidInstances(f"{label(index)} is a JSON {json_type(row)}; expected a list in {order}.")
     if columns is None:
         return data, label
     records = []
     for index, row in enumerate(data):
-        if not isinstance(row, list):
-            raise InvalidInstances(f"{label(index)} is a JSON {json_type(row)}; expected a list in 'columns' order.")
         if len(row) != len(columns):
             raise InvalidInstances(f"{label(index)} has {len(row)} values; 'columns' names {len(columns)}.")
         records.append(dict(zip(columns, row, strict=True)))

@@ -29,13 +29,17 @@ CHECKED_BY = "x-lambda-forest-checked-by"  # a value whose checks need more than
 JSON_TYPES = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None)}
 
 
-def rows(description: str, *, min_items: int = 1) -> dict[str, Any]:
-    """A list of request rows (each a list in feature order or an object by feature name)."""
+ROW = "row"  # a list in feature_names order, or an object by feature name
+POSITIONAL_ROW = "positional row"  # a list whose order another key gives (MLflow's dataframe_split columns)
+
+
+def rows(description: str, *, min_items: int = 1, row: str = ROW) -> dict[str, Any]:
+    """A list of request rows (`ROW`, or `POSITIONAL_ROW`: a list in an order the request names)."""
     return {
         "type": "array",
         "minItems": min_items,
         "description": description,
-        "items": {ROWS_MARK: "row"},
+        "items": {ROWS_MARK: row},
         "x-expected": "a non-empty list of rows",
     }
 
