@@ -216,7 +216,7 @@ def test_a_regressors_labels_are_numbers(handler: Any, local_store: Any, trained
     assert [record["label"] for record in records(invoke)] == [151.0, 75]
     reply = feedback(invoke, {"labels": [{"id": "r:0", "label": "high"}]})
     assert (reply.status, reply.body["error"]["code"]) == (400, "invalid_labels")
-    assert "labels[0].label is a JSON string; expected a finite number" in reply.body["error"]["message"]
+    assert "'labels[0].label' is a JSON string; expected a finite number" in reply.body["error"]["message"]
 
 
 @pytest.mark.parametrize(
@@ -226,16 +226,40 @@ def test_a_regressors_labels_are_numbers(handler: Any, local_store: Any, trained
             {"labels": [{"id": "a", "label": "setosa"}, {"id": "b", "label": "rose"}]},
             400,
             "invalid_labels",
-            "labels[1].label 'rose' is not a class of this model; expected one of 'setosa', 'versicolor', 'virginica'",
+            "'labels[1].label' is 'rose', not a class of this model; expected one of 'setosa', 'versicolor',",
         ),
-        ({"labels": [{"id": "a", "label": None}]}, 400, "invalid_labels", "labels[0].label 'None' is not a class"),
-        ({"labels": [{"id": "a"}]}, 400, "invalid_labels", "labels[0] is keys 'id'; expected an object with exactly"),
-        ({"labels": [["a", "setosa"]]}, 400, "invalid_labels", "labels[0] is a JSON array"),
-        ({"labels": [{"id": 7, "label": "setosa"}]}, 400, "invalid_labels", "labels[0].id is a JSON number"),
-        ({"labels": []}, 400, "invalid_request", "'labels' is empty"),
-        ({"rows": []}, 400, "invalid_request", "Unknown key(s) 'rows'"),
-        ({}, 400, "invalid_request", "'labels' is missing"),
-        ([1], 400, "invalid_request", "expected an object like"),
+        (
+            {"labels": [{"id": "a", "label": None}]},
+            400,
+            "invalid_labels",
+            "'labels[0].label' is a JSON null; expected a class",
+        ),
+        (
+            {"labels": [{"id": "a"}]},
+            400,
+            "invalid_labels",
+            "'labels[0]' has no 'label'; expected an object with exactly",
+        ),
+        ({"labels": [["a", "setosa"]]}, 400, "invalid_labels", "'labels[0]' is a JSON array; expected an object with"),
+        (
+            {"labels": [{"id": "a", "label": "setosa", "weight": 2}]},
+            400,
+            "invalid_labels",
+            "'labels[0]' has unknown key(s) 'weight'; expected only 'id', 'label'",
+        ),
+        (
+            {"labels": [{"id": 7, "label": "setosa"}]},
+            400,
+            "invalid_labels",
+            "'labels[0].id' is a JSON number; expected a",
+        ),
+        ({"labels": [{"id": "", "label": "setosa"}]}, 400, "invalid_labels", "'labels[0].id' is an empty string"),
+        ({"labels": [{"id": "a" * 257, "label": "setosa"}]}, 400, "invalid_labels", "257 characters long; at most 256"),
+        ({"labels": []}, 400, "invalid_request", "'labels' is empty; expected a non-empty list of {\"id\""),
+        ({"labels": {"id": "a"}}, 400, "invalid_request", "'labels' is a JSON object; expected a non-empty list"),
+        ({"rows": []}, 400, "invalid_request", "The request body has unknown key(s) 'rows'; expected only 'labels'"),
+        ({}, 400, "invalid_request", "has no 'labels'; expected an object like {\"labels\""),
+        ([1], 400, "invalid_request", "The request body is a JSON array; expected an object like"),
     ],
 )
 def test_bad_feedback_says_what_was_wrong(iris_api: Any, body: Any, status: int, code: str, words: str) -> None:

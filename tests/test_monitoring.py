@@ -536,7 +536,7 @@ def test_labels_upload_records_a_checked_csv(
 @pytest.mark.parametrize(
     ("content", "words"),
     [
-        ("id,label\nrow-1,yes\nrow-2,maybe\n", "labels.csv line 3: the label 'maybe' is not a class of this model"),
+        ("id,label\nrow-1,yes\nrow-2,maybe\n", "labels.csv line 3: the label is 'maybe', not a class of this model"),
         ("row,truth\nrow-1,yes\n", "must start with the header row id,label"),
         ("id,label\nrow-1\n", "line 2 has 1 cells; expected 2"),
         ("id,label\n,yes\n", "line 2: the id is an empty string"),

@@ -135,3 +135,18 @@ def test_the_served_document_accepts_what_the_function_answers(
         reply = invoke(front_door_event("rest", "POST", "/predict", {"Content-Type": JSON}, json.dumps(body).encode()))
         assert reply.status == 200, (what, reply.body)
         jsonschema.validate(body, schema)
+
+
+def test_the_served_document_names_the_classes_feedback_takes(
+    handler: Any, local_store: Any, trained_loans: Any
+) -> None:
+    publish_model(local_store, trained_loans, name="loans")
+    served = handler(local_store, name="loans", max_batch_rows=50)(get("/openapi.json")).body
+    schema = served["paths"]["/feedback"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    jsonschema.validate({"labels": [{"id": "a", "label": "repaid"}, {"id": "b", "label": "defaulted"}]}, schema)
+    for refused in (
+        {"labels": [{"id": "a", "label": "maybe"}]},
+        {"labels": [{"id": str(i), "label": "repaid"} for i in range(51)]},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(refused, schema)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import sys
 from typing import Any
 
-from lambda_forest.features import FeatureSchema
+from lambda_forest.features import FeatureSchema, category_text
 from lambda_forest.manifest import Manifest
 from lambda_forest.protocols import kserve_v1, mlflow, open_inference
-from lambda_forest.protocols.shapes import POSITIONAL_ROW, ROW, ROWS_MARK, obj
+from lambda_forest.protocols.shapes import MAX_ROWS_MARK, MODEL_MARK, POSITIONAL_ROW, ROW, ROWS_MARK, obj
 from lambda_forest.schema import FEEDBACK_REQUEST, PREDICT_REQUEST
 
 FLOAT32_MAX = 3.4028234663852886e38
@@ -262,7 +263,7 @@ def document(manifest: Manifest | None = None, max_rows: int = 10_000, model_nam
             operation["requestBody"] = {
                 "required": True,
                 "content": {
-                    media: {"schema": _fill(shape, schema, max_rows) if media == JSON else _csv(schema)}
+                    media: {"schema": _fill(shape, manifest, max_rows) if media == JSON else _csv(schema)}
                     for media, shape in bodies.items()
                 },
             }
@@ -283,19 +284,43 @@ def document(manifest: Manifest | None = None, max_rows: int = 10_000, model_nam
     }
 
 
-def _fill(shape: Any, schema: FeatureSchema | None, max_rows: int) -> Any:
-    """A request shape as JSON Schema: rows become the model's row schema, private keywords go."""
+def _fill(shape: Any, manifest: Manifest | None, max_rows: int) -> Any:
+    """A request shape as JSON Schema: rows become the model's row schema (and labels its classes), lists of
+    rows take at most `max_rows`, private keywords go."""
     if isinstance(shape, list):
-        return [_fill(item, schema, max_rows) for item in shape]
+        return [_fill(item, manifest, max_rows) for item in shape]
     if not isinstance(shape, dict):
         return shape
+    schema = manifest.schema if manifest is not None else None
     if ROWS_MARK in shape:
         row = ROW_SCHEMAS.get(shape[ROWS_MARK])
         return row(schema) if row else {}
-    filled = {key: _fill(value, schema, max_rows) for key, value in shape.items() if not key.startswith("x-")}
-    if isinstance(shape.get("items"), dict) and shape["items"].get(ROWS_MARK) in ROW_SCHEMAS:
+    filled = {key: _fill(value, manifest, max_rows) for key, value in shape.items() if not key.startswith("x-")}
+    if shape.get(MAX_ROWS_MARK):
         filled["maxItems"] = max_rows
+    if shape.get(MODEL_MARK) == "label" and manifest is not None:
+        filled = {"description": filled["description"]} | _label_schema(manifest)
     return filled
+
+
+def _label_schema(manifest: Manifest) -> dict[str, Any]:
+    """What `lambda_forest.schema.label_checker` takes: a regressor's number, or a class (by its text)."""
+    if not manifest.is_classifier:
+        return {"type": "number"}
+    values: list[Any] = []
+    for label in manifest.classes or []:
+        text = category_text(label)
+        values.append(text)
+        if text in ("True", "False"):
+            values.append(text == "True")
+        else:
+            try:
+                number = float(text)
+            except ValueError:
+                continue
+            if math.isfinite(number) and category_text(number) == text:
+                values.append(int(number) if number.is_integer() else number)
+    return {"enum": values}
 
 
 def _row_schema(schema: FeatureSchema | None) -> dict[str, Any]:

@@ -28,11 +28,13 @@ from lambda_forest.explain import EXPLAIN_SHAPE, ExplainOptions
 from lambda_forest.features import RowLabel, ValidatedRows, category_text, instances_row, json_type, quote
 from lambda_forest.manifest import Manifest
 from lambda_forest.protocols import mlflow
-from lambda_forest.protocols.shapes import CHECKED_BY, check, obj, rows
+from lambda_forest.protocols.shapes import CHECKED_BY, ERROR_MARK, MAX_ROWS_MARK, MODEL_MARK, check, obj, rows
 
-FEEDBACK_KEYS = ("labels",)
-LABEL_KEYS = ("id", "label")
-# POST /feedback, as the OpenAPI document describes it (parse_feedback_body checks it against the model).
+# A caller's row id (`ids` on /predict, `id` in a label): kept with captured rows, joined with ground truth.
+ROW_ID = {"type": "string", "minLength": 1, "maxLength": MAX_ROW_ID_LENGTH, "x-expected": "a non-empty string"}
+FEEDBACK_EXAMPLE = '{"labels": [{"id": "...", "label": ...}]}'
+# POST /feedback: checked here, then each label against the model (`label_checker`); the served document
+# names the model's classes.
 FEEDBACK_REQUEST = obj(
     {
         "labels": {
@@ -40,17 +42,23 @@ FEEDBACK_REQUEST = obj(
             "minItems": 1,
             "items": obj(
                 {
-                    "id": {"type": "string", "minLength": 1, "maxLength": MAX_ROW_ID_LENGTH},
+                    "id": ROW_ID | {"description": "the row's id: the request's `ids`, or {request_id}:{row}"},
                     "label": {
                         "type": ["string", "number", "boolean"],
                         "description": "a classifier's class (a number matches by its text), a regressor's number",
+                        "x-expected": "a class of this model, or a number for a regressor",
+                        MODEL_MARK: "label",
                     },
                 },
                 required=("id", "label"),
+                **{ERROR_MARK: InvalidLabels.code, "x-expected": "an object with exactly 'id' and 'label'"},
             ),
+            "x-expected": 'a non-empty list of {"id": ..., "label": ...}',
+            MAX_ROWS_MARK: True,
         }
     },
     required=("labels",),
+    **{"x-expected": f"an object like {FEEDBACK_EXAMPLE}"},
 )
 
 
@@ -63,7 +71,7 @@ PREDICT_OPTIONS: dict[str, Any] = {
     },
     "ids": {
         "type": "array",
-        "items": {"type": "string", "minLength": 1, "maxLength": MAX_ROW_ID_LENGTH},
+        "items": ROW_ID,
         "description": "your own row ids, one distinct string per row, kept with captured rows for ground truth",
         CHECKED_BY: "lambda_forest.schema._check_ids",
     },
@@ -148,11 +156,7 @@ def _check_ids(ids: Any, rows: int) -> None:
 
 
 def check_row_id(row_id: Any, where: str, error: type[RequestError] = InvalidLabels) -> None:
-    if not isinstance(row_id, str) or not row_id:
-        shown = "an empty string" if row_id == "" else f"a JSON {json_type(row_id)}"
-        raise error(f"{where} is {shown}; expected a non-empty string.")
-    if len(row_id) > MAX_ROW_ID_LENGTH:
-        raise error(f"{where} is {len(row_id)} characters long; at most {MAX_ROW_ID_LENGTH} are accepted.")
+    check(row_id, ROW_ID, where, error)
 
 
 def predict_response(
@@ -179,33 +183,19 @@ def predict_response(
 
 
 def parse_feedback_body(body: str | bytes | None, manifest: Manifest, max_labels: int) -> list[tuple[str, Any]]:
-    """`{"labels": [{"id": "...", "label": ...}]}` checked against the model: (row id, label) pairs.
+    """`{"labels": [{"id": "...", "label": ...}]}` (FEEDBACK_REQUEST) checked against the model: (row id,
+    label) pairs.
 
     A classifier's label must be one of its classes (a number matches a class by its text, as
     categories do) and is recorded as that class; a regressor's must be a finite number.
     """
-    payload = _json_object(body, '{"labels": [{"id": "...", "label": ...}]}')
-    unknown = sorted(set(payload) - set(FEEDBACK_KEYS))
-    if unknown:
-        raise InvalidRequest(f"Unknown key(s) {', '.join(map(quote, unknown[:5]))}; expected only 'labels'.")
-    labels = payload.get("labels")
-    if not isinstance(labels, list) or not labels:
-        found = "empty" if labels == [] else ("missing" if labels is None else f"a JSON {json_type(labels)}")
-        raise InvalidRequest(f'\'labels\' is {found}; expected a non-empty list of {{"id": ..., "label": ...}}.')
-    if len(labels) > max_labels:
+    payload = parse_json(body, FEEDBACK_EXAMPLE)
+    labels = payload.get("labels") if isinstance(payload, dict) else None
+    if isinstance(labels, list) and len(labels) > max_labels:  # before looking at each entry
         raise TooManyLabels(f"'labels' has {len(labels)} entries; at most {max_labels} are accepted per request.")
-    check = label_checker(manifest)
-    checked = []
-    for index, entry in enumerate(labels):
-        where = f"labels[{index}]"
-        if not isinstance(entry, dict) or set(entry) != set(LABEL_KEYS):
-            shown = f"keys {', '.join(map(quote, list(entry)[:5]))}" if isinstance(entry, dict) else None
-            raise InvalidLabels(
-                f"{where} is {shown or 'a JSON ' + json_type(entry)}; expected an object with exactly 'id' and 'label'."
-            )
-        check_row_id(entry["id"], f"{where}.id")
-        checked.append((entry["id"], check(entry["label"], f"{where}.label")))
-    return checked
+    check(payload, FEEDBACK_REQUEST)
+    known = label_checker(manifest)
+    return [(entry["id"], known(entry["label"], f"'labels[{index}].label'")) for index, entry in enumerate(labels)]
 
 
 def label_checker(manifest: Manifest) -> Callable[[Any, str], Any]:
@@ -226,16 +216,9 @@ def label_checker(manifest: Manifest) -> Callable[[Any, str], Any]:
         if isinstance(label, str | int | float) and category_text(label) in by_text:  # a bool matches "True"
             return by_text[category_text(label)]
         shown = ", ".join(quote(str(value)) for value in classes[:10]) + (", ..." if len(classes) > 10 else "")
-        raise InvalidLabels(f"{where} {quote(str(label))} is not a class of this model; expected one of {shown}.")
+        raise InvalidLabels(f"{where} is {quote(str(label))}, not a class of this model; expected one of {shown}.")
 
     return known_class
-
-
-def _json_object(body: str | bytes | None, example: str) -> dict[str, Any]:
-    payload = parse_json(body, example)
-    if not isinstance(payload, dict):
-        raise InvalidRequest(f"The request body is a JSON {json_type(payload)}; expected an object like {example}.")
-    return payload
 
 
 def health_response(model: dict[str, str] | None) -> dict[str, Any]:
