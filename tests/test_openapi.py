@@ -150,3 +150,35 @@ def test_the_served_document_names_the_classes_feedback_takes(
     ):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(refused, schema)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"probabilities": False}, {"explain": True}, {"explain": "shap"}, {"explain": {"classes": "all"}}],
+    ids=repr,
+)
+def test_every_predict_answer_is_one_the_document_describes(
+    handler: Any, local_store: Any, trained_loans: Any, options: dict[str, Any]
+) -> None:
+    publish_model(local_store, trained_loans, name="loans")
+    invoke = handler(local_store, name="loans")
+    served = invoke(get("/openapi.json")).body
+    answers = served["paths"]["/predict"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    row = {"region": "north-west", "income": 51000.5, "employment": None, "cylinders": 6, "owner": True}
+    body = {"instances": [row, row], **options}
+    reply = invoke(front_door_event("rest", "POST", "/predict", {"Content-Type": JSON}, json.dumps(body).encode()))
+    assert reply.status == 200, reply.body
+    jsonschema.validate(reply.body, answers)
+
+
+def test_a_regressors_explained_answer_is_one_the_document_describes(
+    handler: Any, local_store: Any, trained_diabetes: Any
+) -> None:
+    publish_model(local_store, trained_diabetes, name="diabetes")
+    invoke = handler(local_store, name="diabetes")
+    answers = invoke(get("/openapi.json")).body["paths"]["/predict"]["post"]["responses"]["200"]
+    rows = trained_diabetes.data.X[:2].tolist()
+    body = json.dumps({"instances": rows, "explain": True}).encode()
+    reply = invoke(front_door_event("rest", "POST", "/predict", {"Content-Type": JSON}, body))
+    assert reply.status == 200 and "explanations" in reply.body, reply.body
+    jsonschema.validate(reply.body, answers["content"]["application/json"]["schema"])

@@ -31,6 +31,8 @@ NATIVE_ERROR = obj(
     },
     required=("error", "request_id"),
 )
+# A contribution (or bias): a number, or one per class (`"classes": "all"`).
+CONTRIBUTION = {"type": ["number", "array"], "items": {"type": "number"}}
 PREDICT_RESPONSE = obj(
     {
         "model": obj({"name": {"type": "string"}, "version": {"type": "string"}}, required=("name", "version")),
@@ -47,6 +49,19 @@ PREDICT_RESPONSE = obj(
                     "message": {"type": "string"},
                 },
                 required=("row", "feature", "code", "message"),
+            ),
+        },
+        "explanations": {
+            "type": "array",
+            "description": "when asked (`explain`): one per row, each feature's contribution to the predicted "
+            "class's probability (or the value); with `classes: all`, lists aligned with `classes`",
+            "items": obj(
+                {
+                    "class": {"description": "classifiers: the class explained (the predicted one)"},
+                    "bias": CONTRIBUTION,
+                    "contributions": {"type": "object", "additionalProperties": CONTRIBUTION},
+                },
+                required=("bias", "contributions"),
             ),
         },
         "request_id": {"type": ["string", "null"]},
