@@ -271,6 +271,17 @@ def report(models: list[BenchModel], rows: list[dict[str, Any]], floors: dict[st
             f"{find(model.label, 'native', True)['s3_cold_ms'] / floors[model.label]:.2f}x) [<= 1.3x]; "
             f"handler 10k {na['handler_ms']['10000']['p50'] / sk['handler_ms']['10000']['p50']:.2f}x sklearn's"
         )
+    print("\nOne row inside the handler, median us per step (the rest is Powertools and the event):")
+    for r in rows:
+        if "one_row_us" in r:
+            parts = r["one_row_us"]
+            own = sum(parts[step] for step in ("parse", "validate", "predict", "respond"))
+            print(
+                f"- {r['model']} {r['path']}: parse {parts['parse']:.1f}, validate {parts['validate']:.1f}, "
+                f"predict {parts['predict']:.1f}, respond {parts['respond']:.1f} (together {own:.1f}); "
+                f"the whole handler {parts['handler']:.1f}, so routing, logging, metrics and tracing "
+                f"{parts['handler'] - own:.1f}"
+            )
     print("\nCapture (CAPTURE_SAMPLE_RATE=1; the line goes to stdout, as in Lambda) [< 0.1 ms at 1 row]:")
     for r in rows:
         if "capture" in r:

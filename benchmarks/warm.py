@@ -69,6 +69,36 @@ def capture_cost(app: Any, rows: np.ndarray, context: Any) -> dict[str, Any]:
     return figures
 
 
+def one_row_parts(app: Any, rows: np.ndarray, context: Any) -> dict[str, float]:
+    """Where a one-row request's time goes, median microseconds of each step interleaved: the steps the
+    handler's own code runs (parse the body, validate the row, predict, shape and serialise the answer) and
+    the whole handler; the rest is Powertools (routing, logging, metrics, tracing) and the front door's event."""
+    from local_lambda.events import json_event
+
+    body = json.dumps({"instances": rows[:1].tolist()})
+    event = json_event("POST", "/predict", json.loads(body))
+    model = app.models.get()
+    instances = app.parse_predict_body(body, 1).instances
+    validated = model.manifest.schema.validate(instances)
+    result = model.predictor.predict(validated.matrix, True)
+    steps: dict[str, Callable[[], object]] = {
+        "parse": lambda: app.parse_predict_body(body, 1),
+        "validate": lambda: model.manifest.schema.validate(instances),
+        "predict": lambda: model.predictor.predict(validated.matrix, True),
+        "respond": lambda: app.json_within_lambda_limit(
+            app.predict_response(model.manifest, result, validated, "request-id"), 1
+        ),
+        "handler": lambda: app.lambda_handler(event, context),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(2000):
+        for name, step in steps.items():
+            started = time.perf_counter()
+            step()
+            samples[name].append((time.perf_counter() - started) * 1e6)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
 def median_ms(run: Callable[[], object], repetitions: int = 11) -> float:
     """The median of `repetitions` timed runs, after one untimed."""
     run()
@@ -123,6 +153,7 @@ def main(store: str, name: str, rows_path: str, result_path: str) -> None:
         result["handler_ms"][size] = {"p50": statistics.median(samples), "p99": percentile(samples, 0.99)}
 
     result["capture"] = capture_cost(app, rows, context)
+    result["one_row_us"] = one_row_parts(app, rows, context)
 
     predictor = app.models.get().predictor
     batch = rows[:10_000]

@@ -28,7 +28,6 @@ from aws_lambda_powertools.event_handler import (
 )
 from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver, Router
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
-from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -422,10 +421,11 @@ def run_explained_prediction(
 
 
 def record_row_quality(rows: ValidatedRows) -> None:
-    """Missing values and unknown categories per request; by feature in the log (a metric per feature costs)."""
-    metrics.add_metric(name="MissingValues", unit=MetricUnit.Count, value=rows.missing_total)
-    metrics.add_metric(name="UnknownCategories", unit=MetricUnit.Count, value=rows.unknown_total)
+    """Missing values and unknown categories, for requests that have any (a zero adds nothing to a sum and
+    costs a clean request's time); by feature in the log (a metric per feature costs)."""
     if rows.missing or rows.unknown_categories:
+        metrics.add_metric(name="MissingValues", unit=MetricUnit.Count, value=rows.missing_total)
+        metrics.add_metric(name="UnknownCategories", unit=MetricUnit.Count, value=rows.unknown_total)
         logger.info("rows with gaps", extra={"missing": rows.missing, "unknown_categories": rows.unknown_categories})
 
 
@@ -518,9 +518,11 @@ def resolver(door: str, cors_origins: tuple[str, ...]) -> ApiGatewayResolver:
     return door_resolver
 
 
-# The request id sits at the same path in REST, HTTP API (2.0) and function URL events.
-@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    # The request id sits at requestContext.requestId in REST, HTTP API (2.0) and function URL events; read
+    # directly, as a JMESPath correlation_id_path costs a tenth of a one-row request.
+    logger.set_correlation_id((event.get("requestContext") or {}).get("requestId"))
     return resolver(front_door(event), config.cors_allow_origins).resolve(event, context)
