@@ -15,7 +15,7 @@ import pytest
 
 from lambda_forest.batch import ScoreRequest
 from lambda_forest.errors import InvalidInput
-from tests.conftest import BUCKET, api_event, data_scientists_model, publish_model
+from tests.conftest import BUCKET, EVENTS, api_event, data_scientists_model, publish_model
 from training.score import score_file
 
 INPUT_BUCKET = "lambda-forest-test-batch"
@@ -283,6 +283,10 @@ def set_path(state: dict[str, Any], path: str | None, result: Any) -> Any:
     return state
 
 
+MAP_RUN_ID = "5f1c3a9e-8d2b-4c7a-9e61-2b4d8f0a7c13"
+STATE_MACHINE_MAP_RUNS = "arn:aws:states:us-east-1:123456789012:mapRun:lambda-forest-dev-batch-score"
+
+
 class Walker:
     """Runs the definition's states in order, calling `functions[name](payload)` for each Lambda task."""
 
@@ -291,6 +295,7 @@ class Walker:
         self.functions = functions
         self.s3 = s3
         self.visited: list[str] = []
+        self.first_events: dict[str, dict[str, Any]] = {}  # each step's first event, as its function gets it
 
     def run(self, states: dict[str, Any], start: str, state: Any, context: dict[str, Any]) -> tuple[str, Any]:
         name = start
@@ -302,7 +307,7 @@ class Walker:
                 result = self.task(spec, state, context)
                 state = self.output(spec, state, result, context)
             elif kind == "Map":
-                result = self.map(spec, state, context)
+                result = self.map(name, spec, state, context)
                 state = set_path(state, spec.get("ResultPath", "$"), result)
             elif kind == "Choice":
                 name = next(
@@ -325,6 +330,7 @@ class Walker:
         assert any(retry["BackoffRate"] > 1 for retry in spec["Retry"])
         parameters = resolve(spec["Parameters"], state, context)
         payload = json.loads(json.dumps(parameters["Payload"]))  # what Lambda receives is JSON
+        self.first_events.setdefault(payload["step"], payload)
         return {"Payload": json.loads(json.dumps(self.functions[parameters["FunctionName"]](payload)))}
 
     def output(self, spec: dict[str, Any], state: Any, result: Any, context: dict[str, Any]) -> Any:
@@ -334,7 +340,7 @@ class Walker:
             return path_value(spec["OutputPath"], result, context)
         return set_path(state, spec.get("ResultPath", "$"), result)
 
-    def map(self, spec: dict[str, Any], state: Any, context: dict[str, Any]) -> Any:
+    def map(self, name: str, spec: dict[str, Any], state: Any, context: dict[str, Any]) -> Any:
         reader = resolve(spec["ItemReader"]["Parameters"], state, context)
         items = json.loads(self.s3.get_object(Bucket=reader["Bucket"], Key=reader["Key"])["Body"].read())
         assert path_value(spec["MaxConcurrencyPath"], state, context) >= 1
@@ -345,11 +351,11 @@ class Walker:
             item_context = {**context, "Map": {"Item": {"Value": item, "Index": index}}}
             selected = resolve(spec["ItemSelector"], state, item_context)
             self.run(processor["States"], processor["StartAt"], selected, item_context)
-        key = f"{writer['Prefix']}/run-1/manifest.json"
+        key = f"{writer['Prefix']}/{MAP_RUN_ID}/manifest.json"  # where Step Functions writes it
         manifest = {"ResultFiles": {"FAILED": [], "SUCCEEDED": []}}
         self.s3.put_object(Bucket=writer["Bucket"], Key=key, Body=json.dumps(manifest).encode())
         return {
-            "MapRunArn": "arn:aws:states:::mapRun/test",
+            "MapRunArn": f"{STATE_MACHINE_MAP_RUNS}/{name}:{MAP_RUN_ID}",
             "ResultWriterDetails": {"Bucket": writer["Bucket"], "Key": key},
         }
 
@@ -381,6 +387,9 @@ class LambdaContextStub:
     memory_limit_in_mb = 1769
     invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:batch"
     aws_request_id = "test-request"
+
+
+BATCH_EVENTS = EVENTS / "batch"
 
 
 def upload_csv(s3: Any, key: str, names: list[str], X: np.ndarray) -> str:
@@ -442,6 +451,28 @@ def test_state_machine_data_flow_on_moto_scores_every_row_once(
     assert {key: tag for key, tag in after.items() if "/part-" in key} == {
         key: tag for key, tag in before.items() if "/part-" in key
     }
+
+
+def test_the_batch_sample_events_are_what_the_state_machine_sends_each_step(
+    batch_s3: Any, s3_store: Any, trained_iris: Any
+) -> None:
+    """events/batch/: the state machine's input (`aws stepfunctions start-execution --input
+    file://events/batch/execution.json`) and the first event each step's function gets from it
+    (`sam local invoke BatchPlanFunction -e events/batch/plan.json`, ...), kept in step with the definition."""
+    publish_model(s3_store, trained_iris)
+    execution = json.loads((BATCH_EVENTS / "execution.json").read_text())
+    names, X = iris_table(trained_iris, 500)
+    upload_csv(batch_s3, execution["input"].removeprefix(f"s3://{INPUT_BUCKET}/"), names, X)
+
+    status, _, walker = run_state_machine(execution, batch_s3)
+
+    assert status == "Succeed"
+    assert set(walker.first_events) == {"plan", "scan", "index", "score", "summarize"}
+    assert sorted(path.name for path in BATCH_EVENTS.glob("*.json")) == sorted(
+        ["execution.json", *(f"{step}.json" for step in walker.first_events)]
+    )
+    for step, event in walker.first_events.items():
+        assert json.loads((BATCH_EVENTS / f"{step}.json").read_text()) == event, f"events/batch/{step}.json"
 
 
 def test_a_chunk_without_its_part_fails_the_run_and_is_named(batch_s3: Any, s3_store: Any, trained_iris: Any) -> None:
