@@ -712,12 +712,15 @@ def test_mixed_tables_score_as_the_api_answers(
     assert [[float(row[f"probability_{c}"]) for c in classes] for row in predicted] == reply.body["probabilities"]
 
 
-@pytest.mark.parametrize(("delimiter", "typed", "encoding"), [(";", ";", "latin-1"), ("\t", "\\t", "cp1252")])
+@pytest.mark.parametrize(
+    ("delimiter", "typed", "encoding"), [(";", ";", "latin-1"), ("\t", "\\t", "cp1252"), (",", ",", "utf-8-sig")]
+)
 def test_cli_score_reads_csv_with_the_delimiter_and_encoding_training_reads(
     tmp_path: Path, local_store: Any, loans: tuple[Any, Path], capsys: Any, delimiter: str, typed: str, encoding: str
 ) -> None:
     """The same --delimiter and --encoding as `train`: a Windows-written file (another separator, a
-    one-byte encoding, CRLF, quoted separators and line ends) scores as model.joblib answers on that file."""
+    one-byte encoding or a byte order mark, CRLF, quoted separators and line ends) scores as model.joblib
+    answers on that file."""
     import pandas as pd
 
     from training.cli import main
