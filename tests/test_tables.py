@@ -289,6 +289,19 @@ def test_tables_are_read_from_s3(capsys: Any, tmp_path: Path, s3_store: Any, suf
     assert manifest.data_report["rows_used"] == 120
 
 
+def test_a_tab_separated_file_is_named_as_typed_and_trains_with_it(capsys: Any, tmp_path: Path) -> None:
+    """`--delimiter '\\t'` (what a shell passes for '\\t') is a tab, as the hint for such a file says."""
+    path = tmp_path / "birds.tsv"
+    penguin_like().to_csv(path, sep="\t", index=False)
+    common = ["--store", str(tmp_path / "store"), "train", "--csv", str(path), "--target", "species"]
+    assert main(common) == 1
+    assert "separates its values with '\\t', not ','; pass --delimiter '\\t'." in capsys.readouterr().err
+
+    manifest = trains(capsys, tmp_path / "store", *common[3:], "--delimiter", "\\t")
+
+    assert manifest.feature_names == ["island", "bill_length_mm", "year"]
+
+
 def test_options_change_how_columns_are_read(capsys: Any, tmp_path: Path) -> None:
     frame = penguin_like()
     frame["comment"] = None  # no values at all
