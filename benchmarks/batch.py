@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -106,16 +107,16 @@ def project(figures: dict[str, Any], concurrency: int, chunk_mb: float) -> dict[
         + (2 * chunk_mb / 8 + 2) * PRICES["s3_get"]  # 8 MB ranged GETs twice, the run file twice
         + 2 * PRICES["s3_put"]  # the part and a scan result
     )
-    hundred_million_s = 100e6 / (1e6 / worker_seconds_per_million) / concurrency
     chunk_s = rows_per_chunk * (seconds_per_row + s3_seconds_per_row)
+    waves = math.ceil(math.ceil(100e6 / rows_per_chunk) / concurrency)  # fewer chunks than workers: one wave
     return {
         "rows_per_s": 1 / seconds_per_row,
         "rows_per_s_with_s3": 1e6 / worker_seconds_per_million,
         "gb_s_per_million": gb_seconds,
         "usd_per_million_x86": gb_seconds * PRICES["lambda_gb_second_x86"] + requests,
         "usd_per_million_arm64": gb_seconds * PRICES["lambda_gb_second_arm64"] + requests,
-        # Workers run in waves of `concurrency`; the last chunk's duration is the tail.
-        "hundred_million_minutes": (hundred_million_s + chunk_s) / 60,
+        # Each wave of `concurrency` workers scores one chunk apiece (scan time is in seconds_per_row).
+        "hundred_million_minutes": waves * chunk_s / 60,
     }
 
 

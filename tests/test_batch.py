@@ -779,3 +779,22 @@ def test_cli_score_says_which_delimiter_and_encoding_to_pass(
     capsys.readouterr()
     assert main([*common, "--input", str(source), "--output", parts, "--delimiter", ";", "--encoding", "cp1252"]) == 1
     assert "holds another run, started with the delimiter and encoding (';', utf-8)" in capsys.readouterr().err
+
+
+def test_the_100_million_row_projection_runs_whole_chunks_in_waves() -> None:
+    """`python -m benchmarks.batch`'s projection: 100 M rows in 64 MB chunks, `concurrency` chunks at a time."""
+    from benchmarks.batch import S3_MB_PER_SECOND, project
+
+    def chunk_seconds(figures: dict[str, float], rows_per_chunk: float) -> float:
+        per_row = (figures["scan_s"] + figures["score_s"]) / figures["rows"]
+        return rows_per_chunk * (per_row + 2 * figures["mb"] / S3_MB_PER_SECOND / figures["rows"])
+
+    short_rows = {"rows": 1_000_000, "mb": 25.6, "scan_s": 1.0, "score_s": 9.0}  # 2.5 M rows a chunk: 40 chunks
+    wide_rows = {"rows": 100_000, "mb": 64.0, "scan_s": 1.0, "score_s": 9.0}  # 100,000 rows a chunk: 1,000 chunks
+
+    def minutes(figures: dict[str, float], concurrency: int) -> float:
+        return project(figures, concurrency, 64)["hundred_million_minutes"]
+
+    assert minutes(short_rows, 100) * 60 == pytest.approx(chunk_seconds(short_rows, 2.5e6))  # one wave
+    assert minutes(wide_rows, 100) * 60 == pytest.approx(10 * chunk_seconds(wide_rows, 1e5))  # ten waves
+    assert minutes(wide_rows, 1000) * 60 == pytest.approx(chunk_seconds(wide_rows, 1e5))
