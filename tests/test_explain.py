@@ -448,16 +448,51 @@ def test_categorical_features_and_missing_values_are_explained_per_feature(
 def test_the_native_path_walk_sums_like_the_numpy_walk(fitted: Any, model: str) -> None:
     estimator, X = fitted[model]
     explainer, forest = explainer_and_forest(estimator)
-    assert explainer.native is not None, "make setup builds the native walker"
+    walk = explainer.native
+    assert walk is not None, "make setup builds the native walker"
     numpy_walk = ForestExplainer(published_arrays(estimator), native=False)
     assert numpy_walk.native is None
     _, reference = saabas_reference(estimator, X[:40])
-    # Batch sizes around the walker's thread split, on one thread and on two: the same sums.
+    # Batch sizes around the walker's chunks and thread split, on one thread and on two: the same sums.
     rows = np.ascontiguousarray(np.resize(X, (1500, X.shape[1])), dtype=np.float32)
     for size in (1, 17, 1500):
-        one = explainer.native.path_contributions(rows[:size], threads=1)
-        assert np.array_equal(explainer.native.path_contributions(rows[:size], threads=2), one)
-        expected = numpy_walk.path_contributions(forest.leaves(rows[:size]), None).contributions
-        assert np.abs(one - expected).max() < 1e-12
-    native_rows = explainer.native_path_contributions(np.ascontiguousarray(X[:40], dtype=np.float32), None)
+        batch = rows[:size]
+        one = walk.path_contributions(batch, explainer.gain, threads=1)
+        assert one.mean is None and one.outputs is None
+        two = walk.path_contributions(batch, explainer.gain, threads=2)
+        assert np.array_equal(two.contributions, one.contributions)
+        expected = numpy_walk.path_contributions(forest.leaves(batch), None).contributions
+        assert np.abs(one.contributions - expected).max() < 1e-12
+    _, native_rows = explainer.native_path_contributions(np.ascontiguousarray(X[:40], dtype=np.float32), None)
     assert np.abs(native_rows.contributions - reference).max() < 1e-12
+
+
+@pytest.mark.parametrize("model", ["iris+missing", "diabetes+missing", "breast_cancer"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_one_native_walk_predicts_and_explains_one_output_as_the_walk_of_every_output(
+    fitted: Any, model: str, threads: int
+) -> None:
+    """The predicted class alone (or a given one) costs one add per level, with the same sums, bit for bit; the
+    same walk's prediction is the plain prediction's, bit for bit."""
+    estimator, X = fitted[model]
+    explainer, forest = explainer_and_forest(estimator)
+    walk = explainer.native
+    assert walk is not None and forest.native is not None
+    rows = np.ascontiguousarray(np.resize(X, (1500, X.shape[1])), dtype=np.float32)
+    for size in (1, 17, 1500):
+        batch = rows[:size]
+        every = walk.path_contributions(batch, explainer.gain, predict=True, threads=threads)
+        prediction = forest.native.mean_output(batch, 1)
+        assert every.mean is not None and np.array_equal(every.mean, prediction)
+        predicted = walk.path_contributions(batch, explainer.gain, predicted=True, threads=threads)
+        assert predicted.outputs is not None and predicted.mean is not None
+        assert np.array_equal(predicted.mean, prediction)
+        best = np.argmax(prediction.reshape(size, -1), axis=1)
+        assert np.array_equal(predicted.outputs, best)
+        chosen = every.contributions[np.arange(size), :, best]
+        assert np.array_equal(predicted.contributions[:, :, 0], chosen)
+        if walk.n_outputs > 1:  # a class other than the predicted one
+            other = (best + 1) % walk.n_outputs
+            given = walk.path_contributions(batch, explainer.gain, other, threads=threads)
+            assert given.mean is None and np.array_equal(given.outputs, other)
+            assert np.array_equal(given.contributions[:, :, 0], every.contributions[np.arange(size), :, other])

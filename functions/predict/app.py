@@ -405,11 +405,7 @@ def run_explained_prediction(
     model: LoadedModel, rows: Any, with_probabilities: bool, options: ExplainOptions
 ) -> tuple[Prediction, list[dict[str, Any]]]:
     started = time.perf_counter()
-    if model.explainer.needs_leaves(options.method):  # one numpy walk serves the prediction and the path
-        result, leaves = model.predictor.predict_with_leaves(rows, with_probabilities)
-    else:
-        result, leaves = model.predictor.predict(rows, with_probabilities), None
-    explained = model.explainer.explain(options, rows, leaves, result.predictions)
+    result, explained = model.explainer.predict_and_explain(model.predictor, rows, with_probabilities, options)
     explanations = model.explainer.to_json(explained, result.predictions)
     elapsed_ms = (time.perf_counter() - started) * 1000
     with single_metric(

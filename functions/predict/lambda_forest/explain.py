@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from lambda_forest.artifact import Prediction, Predictor
 from lambda_forest.config import vcpu_share
 from lambda_forest.errors import ExplainOverBudget, ExplainUnsupported, InvalidArtifact, InvalidRequest
 from lambda_forest.native import native_walk
@@ -126,17 +127,15 @@ class ForestExplainer:
     def methods(self) -> tuple[str, ...]:
         return METHODS if self.cover is not None else (PATH,)
 
-    @property
-    def path_needs_leaves(self) -> bool:
-        """The numpy path walk starts from the prediction's leaves; the native one walks the rows itself."""
-        return self.native is None
-
-    def native_path_contributions(self, X: np.ndarray, outputs: np.ndarray | None) -> Contributions:
-        """Saabas contributions of float32 rows `X`, walked by the native walker (the same sums, tree by tree)."""
+    def native_path_contributions(
+        self, X: np.ndarray, outputs: np.ndarray | None, predicted: bool = False, predict: bool = False
+    ) -> tuple[np.ndarray | None, Contributions]:
+        """Saabas contributions of float32 rows `X` in one native walk (the same sums, tree by tree): of
+        `outputs[row]` (every output when None), or (`predicted`) of each row's predicted output; with the
+        prediction (the mean output) the same walk gives when `predict` or `predicted`, else None."""
         assert self.native is not None
-        every = self.native.path_contributions(X)  # (rows, features, outputs)
-        chosen = every if outputs is None else every[np.arange(X.shape[0]), :, outputs][:, :, None]
-        return Contributions(PATH, self.bias, chosen, outputs)
+        walk = self.native.path_contributions(X, self.gain, outputs, predicted=predicted, predict=predict)
+        return walk.mean, Contributions(PATH, self.bias, walk.contributions, walk.outputs)
 
     def path_contributions(self, leaves: np.ndarray, outputs: np.ndarray | None) -> Contributions:
         """Saabas contributions from the leaves each row reached, `leaves[row, tree]` (global node ids)."""
@@ -367,8 +366,13 @@ class ModelExplainer:
         read_cover: Callable[[], np.ndarray] | None,
         feature_names: list[str],
         classes: list[Any] | None,
+        prediction_of: Callable[[np.ndarray, bool], Prediction] | None = None,
     ) -> None:
+        """`prediction_of(mean output, with_probabilities)`: the served prediction of the forest's mean output,
+        when the model serves from these arrays (the compiled forest): one native walk then predicts and
+        explains. Without it (model.joblib), the predictor predicts and the walk explains its classes."""
         self._forest_arrays = forest_arrays
+        self._prediction_of = prediction_of
         self._read_cover = read_cover
         self.feature_names = feature_names
         self.classes = classes
@@ -417,28 +421,34 @@ class ModelExplainer:
                 f"({rows} sent). Send fewer rows, or use 'path', which costs about as much as the prediction."
             )
 
-    def explain(
-        self, options: ExplainOptions, rows: np.ndarray, leaves: np.ndarray | None, predictions: list[Any]
-    ) -> Contributions:
-        """Contributions for `rows` (float64, as validated), whose prediction reached `leaves` (path)."""
-        outputs = None
-        if self.classes is not None and not options.all_classes:
-            index = {label: k for k, label in enumerate(self.classes)}
-            outputs = np.fromiter((index[label] for label in predictions), dtype=np.int64, count=len(predictions))
-        elif self.classes is None:
-            outputs = np.zeros(len(predictions), dtype=np.int64)
+    def predict_and_explain(
+        self, predictor: Predictor, rows: np.ndarray, with_probabilities: bool, options: ExplainOptions
+    ) -> tuple[Prediction, Contributions]:
+        """The prediction of `rows` (float64, as validated) and its explanation, in as few walks as it takes."""
         explainer = self.explainer(options.method)
         X = np.ascontiguousarray(rows, dtype=np.float32)
-        if options.method == SHAP:
-            return explainer.shap_values(X, outputs)
-        if explainer.native is not None:
-            return explainer.native_path_contributions(X, outputs)
-        assert leaves is not None
-        return explainer.path_contributions(leaves, outputs)
+        if options.method == PATH and explainer.native is not None:
+            if self._prediction_of is not None:  # one walk predicts and explains
+                every = options.all_classes and self.classes is not None
+                mean, explained = explainer.native_path_contributions(X, None, predicted=not every, predict=True)
+                assert mean is not None
+                return self._prediction_of(mean, with_probabilities), explained
+            result = predictor.predict(rows, with_probabilities)
+            return result, explainer.native_path_contributions(X, self.outputs_of(result.predictions, options))[1]
+        if options.method == PATH:  # the numpy walk: one walk to the leaves serves the prediction and the climb
+            result, leaves = predictor.predict_with_leaves(rows, with_probabilities)
+            return result, explainer.path_contributions(leaves, self.outputs_of(result.predictions, options))
+        result = predictor.predict(rows, with_probabilities)
+        return result, explainer.shap_values(X, self.outputs_of(result.predictions, options))
 
-    def needs_leaves(self, method: str) -> bool:
-        """Whether explaining by `method` starts from the prediction's leaves (the numpy path walk)."""
-        return method == PATH and self.explainer(PATH).path_needs_leaves
+    def outputs_of(self, predictions: list[Any], options: ExplainOptions) -> np.ndarray | None:
+        """The output explained for each row: its predicted class, 0 (a regressor's value), or None for every class."""
+        if self.classes is None:
+            return np.zeros(len(predictions), dtype=np.int64)
+        if options.all_classes:
+            return None
+        index = {label: k for k, label in enumerate(self.classes)}
+        return np.fromiter((index[label] for label in predictions), dtype=np.int64, count=len(predictions))
 
     def to_json(self, explained: Contributions, predictions: list[Any]) -> list[dict[str, Any]]:
         """One `{"class", "bias", "contributions"}` per row (shared/DESIGN.md section 3)."""

@@ -81,7 +81,11 @@ def load_version(store: ModelStore, name: str, version: str, policy: LoadPolicy 
         forest = load_compiled(manifest, store.read_file(name, version, manifest.compiled.file))
         predictor: Predictor = forest
         explainer = ModelExplainer(
-            lambda: forest.arrays, _cover_reader(store, name, manifest), manifest.feature_names, manifest.classes
+            lambda: forest.arrays,
+            _cover_reader(store, name, manifest),
+            manifest.feature_names,
+            manifest.classes,
+            prediction_of=forest.prediction_of,
         )
     elif not policy.allow_pickle:
         raise PickleNotAllowed(

@@ -21,7 +21,8 @@ import numpy as np
 from lambda_forest.config import native_walker_enabled, vcpu_share
 
 LIBRARY_FILE = "liblambda_forest_walk.so"
-ABI_VERSION = 2  # LF_ABI_VERSION in forest_walk.c
+ABI_VERSION = 3  # LF_ABI_VERSION in forest_walk.c
+EVERY, GIVEN, PREDICTED = 0, 1, 2  # the outputs lf_path_contributions explains (LF_EVERY, ...)
 # Batches with fewer (row, tree) pairs than this per thread walk on one thread: a thread's start and join
 # (tens of microseconds) would cost more than it saves. Measured in benchmarks (see README).
 PAIRS_PER_THREAD = 20_000
@@ -42,6 +43,29 @@ class _Forest(ctypes.Structure):
         ("missing_left", ctypes.c_void_p),
         ("value", ctypes.c_void_p),
     )
+
+
+class _Explanation(ctypes.Structure):
+    """`lf_explanation` in forest_walk.c."""
+
+    _fields_ = (
+        ("delta", ctypes.c_void_p),
+        ("way", ctypes.c_int32),
+        ("mean", ctypes.c_void_p),
+        ("contribution", ctypes.c_void_p),
+        ("output", ctypes.c_void_p),
+        ("scratch", ctypes.c_void_p),
+    )
+
+
+@dataclass(frozen=True)
+class PathWalk:
+    """What one walk of lf_path_contributions gives: contributions[row, :, j] explains output outputs[row]
+    (j = 0), or output j of every row when `outputs` is None; `mean` is the prediction, when asked for."""
+
+    mean: np.ndarray | None
+    contributions: np.ndarray
+    outputs: np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -84,8 +108,16 @@ def load_library() -> Library:
             ctypes.c_int,
         )
         cdll.lf_predict.restype = None
-        cdll.lf_path_contributions.argtypes = cdll.lf_predict.argtypes
-        cdll.lf_path_contributions.restype = None
+        cdll.lf_path_contributions.argtypes = (
+            ctypes.POINTER(_Forest),
+            ctypes.c_void_p,
+            ctypes.c_int64,
+            ctypes.POINTER(_Explanation),
+            ctypes.c_int,
+        )
+        cdll.lf_path_contributions.restype = ctypes.c_int
+        cdll.lf_path_scratch_doubles.argtypes = (ctypes.POINTER(_Forest), ctypes.c_int64, ctypes.c_int)
+        cdll.lf_path_scratch_doubles.restype = ctypes.c_int64
         return Library(cdll)
     return Library(None, "; ".join(failures) or f"{LIBRARY_FILE} was not found")
 
@@ -107,6 +139,7 @@ class NativeWalk:
     def __init__(self, library: ctypes.CDLL, arrays: dict[str, np.ndarray], n_trees: int, n_features: int) -> None:
         self._predict = library.lf_predict
         self._path_contributions = library.lf_path_contributions
+        self._path_scratch_doubles = library.lf_path_scratch_doubles
         self.n_features = n_features
         self.value = np.ascontiguousarray(arrays["value"], dtype=np.float64)
         self.n_outputs = 1 if self.value.ndim == 1 else self.value.shape[1]
@@ -135,13 +168,49 @@ class NativeWalk:
         self._predict(ctypes.byref(self._forest), X.ctypes.data, X.shape[0], out.ctypes.data, n_threads)
         return out
 
-    def path_contributions(self, X: np.ndarray, threads: int | None = None) -> np.ndarray:
-        """(rows, features, outputs): each row's path contributions (Saabas), for every output."""
+    def path_contributions(
+        self,
+        X: np.ndarray,
+        delta: np.ndarray,
+        outputs: np.ndarray | None = None,
+        *,
+        predicted: bool = False,
+        predict: bool = False,
+        threads: int | None = None,
+    ) -> PathWalk:
+        """Path contributions (Saabas) of float32 rows `X`, in one walk that can also predict.
+
+        `delta[node]`: each node's value minus its parent's (0 at a root), (nodes, outputs). Explains every
+        output, or `outputs[row]` of each row, or (`predicted`) each row's predicted output (its argmax,
+        which needs the prediction: `predict` is then implied). `predict` also returns the prediction,
+        bit for bit `mean_output`'s.
+        """
         assert X.dtype == np.float32 and X.flags.c_contiguous and X.shape[1] == self.n_features
-        out = np.empty((X.shape[0], self.n_features, self.n_outputs), dtype=np.float64)
-        n_threads = self.threads_for(X.shape[0]) if threads is None else threads
-        self._path_contributions(ctypes.byref(self._forest), X.ctypes.data, X.shape[0], out.ctypes.data, n_threads)
-        return out
+        assert delta.dtype == np.float64 and delta.flags.c_contiguous
+        n_rows = X.shape[0]
+        n_threads = self.threads_for(n_rows) if threads is None else threads
+        mean = np.empty((n_rows, *self.value.shape[1:])) if predict or predicted else None
+        scratch = None
+        if predicted:
+            way, outputs = PREDICTED, np.empty(n_rows, dtype=np.int32)
+            forest = ctypes.byref(self._forest)
+            scratch = np.empty(self._path_scratch_doubles(forest, n_rows, n_threads)) if self.n_outputs > 1 else None
+        elif outputs is not None:
+            way, outputs = GIVEN, np.ascontiguousarray(outputs, dtype=np.int32)
+            assert outputs.shape == (n_rows,) and ((outputs >= 0) & (outputs < self.n_outputs)).all()
+        else:
+            way = EVERY
+        contributions = np.empty((n_rows, self.n_features, self.n_outputs if way == EVERY else 1))
+        explanation = _Explanation(
+            delta.ctypes.data,
+            way,
+            *(None if array is None else array.ctypes.data for array in (mean, contributions, outputs, scratch)),
+        )
+        status = self._path_contributions(
+            ctypes.byref(self._forest), X.ctypes.data, n_rows, ctypes.byref(explanation), n_threads
+        )
+        assert status == 0, "lf_path_contributions refused its arguments"
+        return PathWalk(mean, contributions, outputs)
 
 
 def native_walk(arrays: dict[str, np.ndarray], n_trees: int, n_features: int) -> tuple[NativeWalk | None, str | None]:
