@@ -123,12 +123,14 @@ def test_path_contributions_equal_treeinterpreters(fitted: Any, model: str) -> N
     assert np.abs(explained.contributions - contributions).max() < 1e-12
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["native", "numpy"])
 @pytest.mark.parametrize("model", list(DATASETS))
-def test_tree_shap_equals_shaps_tree_explainer(fitted: Any, model: str) -> None:
+def test_tree_shap_equals_shaps_tree_explainer(fitted: Any, model: str, native: bool) -> None:
     import shap
 
     estimator, X = fitted[model]
-    explainer, _ = explainer_and_forest(estimator)
+    explainer, _ = explainer_and_forest(estimator, native=native)
+    assert (explainer.native is not None) == native
     rows = X[:80]
     reference = shap.TreeExplainer(estimator, feature_perturbation="tree_path_dependent")
     expected = np.asarray(reference.shap_values(rows)).reshape(len(rows), X.shape[1], -1)
@@ -175,8 +177,9 @@ def brute_force_shapley(estimator: Any, x: np.ndarray, output: int) -> np.ndarra
     return phi / len(estimator.estimators_)
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["native", "numpy"])
 @pytest.mark.parametrize("kind", [RandomForestClassifier, RandomForestRegressor])
-def test_tree_shap_with_missing_values_equals_brute_force(kind: Any) -> None:
+def test_tree_shap_with_missing_values_equals_brute_force(kind: Any, native: bool) -> None:
     rng = np.random.default_rng(3)
     X = rng.normal(size=(300, 4))
     y = X[:, 0] + 2 * X[:, 1] * (X[:, 2] > 0) + rng.normal(scale=0.3, size=300)
@@ -185,7 +188,8 @@ def test_tree_shap_with_missing_values_equals_brute_force(kind: Any) -> None:
     X_train = with_missing(X, 0.2, seed=4)
     estimator = kind(n_estimators=4, max_depth=5, random_state=0).fit(X_train, y)
     assert any(tree.tree_.missing_go_to_left.any() for tree in estimator.estimators_)
-    explainer, _ = explainer_and_forest(estimator)
+    explainer, _ = explainer_and_forest(estimator, native=native)
+    assert (explainer.native is not None) == native
     rows = np.vstack([with_missing(X[:12], 0.35, seed=5), np.full((1, 4), np.nan), X[12:14]])
     explained = explainer.shap_values(rows.astype(np.float32), None)
     for row, x in enumerate(rows):
@@ -356,7 +360,7 @@ def api_get_model(api: Any) -> Any:
 def test_tree_shap_over_its_time_budget_is_refused_with_the_budget(
     handler: Any, local_store: Any, published_iris: Any
 ) -> None:
-    api = handler(local_store, explain_seconds=0.002)
+    api = handler(local_store, explain_seconds=0.0005)
     predict(api, {"instances": IRIS_ROWS * 50, "explain": "shap"})  # the first builds the leaf paths, on its time
     refused = predict(api, {"instances": IRIS_ROWS * 50, "explain": "shap"})
     assert refused.status == 400 and refused.body["error"]["code"] == "explain_over_budget"
@@ -391,7 +395,7 @@ def test_tree_shap_in_small_chunks_gives_the_same_values(fitted: Any, monkeypatc
     import lambda_forest.explain
 
     estimator, X = fitted["breast_cancer+missing"]
-    explainer, _ = explainer_and_forest(estimator)
+    explainer, _ = explainer_and_forest(estimator, native=False)  # the numpy engine's chunks
     rows = X[:30].astype(np.float32)
     whole = explainer.shap_values(rows, None).contributions
     monkeypatch.setattr(lambda_forest.explain, "SHAP_CHUNK_FLOATS", 50)  # a few leaves, one row at a time
@@ -496,3 +500,19 @@ def test_one_native_walk_predicts_and_explains_one_output_as_the_walk_of_every_o
             given = walk.path_contributions(batch, explainer.gain, other, threads=threads)
             assert given.mean is None and np.array_equal(given.outputs, other)
             assert np.array_equal(given.contributions[:, :, 0], every.contributions[np.arange(size), :, other])
+
+
+@pytest.mark.parametrize("model", ["iris+missing", "diabetes+missing", "breast_cancer"])
+def test_the_native_tree_shap_equals_the_numpy_one_on_any_thread_count(fitted: Any, model: str) -> None:
+    estimator, X = fitted[model]
+    explainer, _ = explainer_and_forest(estimator)
+    numpy_engine, _ = explainer_and_forest(estimator, native=False)
+    assert explainer.native is not None and numpy_engine.native is None
+    rows = np.ascontiguousarray(X[:50], dtype=np.float32)
+    for outputs in (None, np.arange(len(rows)) % explainer.value.shape[1]):
+        expected = numpy_engine.shap_values(rows, outputs).contributions
+        explained = explainer.shap_values(rows, outputs).contributions
+        assert np.abs(explained - expected).max() <= 1e-12 * max(1.0, np.abs(expected).max())
+        paths = explainer.native_shap_paths
+        one, two = (explainer.native.shap_values(rows, paths, outputs, threads=threads) for threads in (1, 2))
+        assert np.array_equal(one, two) and np.array_equal(one / explainer.n_trees, explained)

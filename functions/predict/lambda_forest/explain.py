@@ -1,12 +1,13 @@
-"""Why the forest decided: exact per-feature contributions to each prediction, with numpy alone.
+"""Why the forest decided: exact per-feature contributions to each prediction, in the native walker
+(`forest_walk.c`) where it loads, else with numpy alone (the same sums, to rounding).
 
 Both methods work on the compiled forest's arrays (`compiled.py`) and give, for each row, a bias (the
 forest's output before it sees the row: the mean of the trees' root values) and one contribution per
 feature, which add up to the row's probability (classifiers) or value (regressors):
 
 - `path` (Saabas): along the route the row takes through each tree, the change of the node value at
-  each split is credited to the split's feature. It starts from the leaves the prediction reached, so
-  it costs one climb back up those routes.
+  each split is credited to the split's feature. The native walker adds each step's change as it
+  walks, in the same walk that predicts; numpy climbs back from the leaves the prediction reached.
 - `shap`: path-dependent Tree SHAP (Lundberg et al., 2020), the Shapley values of the game
   v(S) = E[f(x) | x_S] in which a split on a feature outside S sends the row down both sides, weighted
   by the training samples (cover) that went each way. A feature in S that the row is missing (NaN)
@@ -22,6 +23,7 @@ v * prod_{j in S} o_j * prod_{j not in S} z_j, and feature i's Shapley value in 
 (the Shapley weights |S|! (m - |S| - 1)! / m! are the Beta integrals of u^|S| (1 - u)^(m - |S| - 1)).
 The integrand is a polynomial of degree m - 1, so Gauss-Legendre quadrature with ceil(m / 2) nodes
 gives it exactly. A tree's Shapley values are the sums over its leaves; the forest's, the mean over trees.
+The native walker (lf_shap_values) computes the same formula row by row, about 6x faster than numpy.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import numpy as np
 from lambda_forest.artifact import Prediction, Predictor
 from lambda_forest.config import vcpu_share
 from lambda_forest.errors import ExplainOverBudget, ExplainUnsupported, InvalidArtifact, InvalidRequest
-from lambda_forest.native import native_walk
+from lambda_forest.native import ShapPaths, native_walk
 
 PATH = "path"
 SHAP = "shap"
@@ -48,9 +50,11 @@ DEFAULT_METHOD = PATH
 
 EXPLAIN_FILE = "explain.npz"
 EXPLAIN_FORMAT = 1
-# Tree SHAP's speed on one full vCPU (1,769 MB of Lambda memory), in quadrature terms per second: measured
-# 20-26 million on the large benchmark forest on a loaded 2-core machine (see README), rounded up a little.
+# Tree SHAP's speed on one full vCPU (1,769 MB of Lambda memory), in quadrature terms per second, with numpy:
+# measured 12-26 million on the large benchmark forest on a loaded 2-core machine (see README), rounded up a
+# little; in the native walker 62-73 million under the same load (load average 8-10), about 6x numpy's.
 SHAP_TERMS_PER_SECOND = 30e6
+NATIVE_SHAP_TERMS_PER_SECOND = 100e6
 # Tree SHAP holds (rows x path elements x quadrature nodes) floats at a time: at most this many (32 MB).
 SHAP_CHUNK_FLOATS = 4_000_000
 
@@ -113,6 +117,7 @@ class ForestExplainer:
         self.bias = self.value[self.roots].sum(axis=0) / self.n_trees
         self.cover: np.ndarray | None = None
         self._leaf_paths: LeafPaths | None = None
+        self._native_shap_paths: ShapPaths | None = None  # the leaf paths as the native walker reads them
         # The native walker's path walk when its library loads (as it does wherever predictions use it).
         self.native = native_walk(forest, self.n_trees, self.n_features)[0] if native else None
         if cover is not None:
@@ -163,6 +168,10 @@ class ForestExplainer:
     def shap_values(self, X: np.ndarray, outputs: np.ndarray | None) -> Contributions:
         """Path-dependent Tree SHAP values of the rows `X` (float32, as the prediction saw them)."""
         paths = self.leaf_paths
+        if self.native is not None:
+            summed = self.native.shap_values(X, self.native_shap_paths, outputs)
+            summed /= self.n_trees
+            return Contributions(SHAP, self.bias, summed, outputs)
         rows = X.shape[0]
         explained = 1 if outputs is not None else self.value.shape[1]
         total = np.zeros((rows * self.n_features, explained))
@@ -198,6 +207,18 @@ class ForestExplainer:
                 raise ValueError("Tree SHAP needs the nodes' covers")
             self._leaf_paths = LeafPaths.build(self)
         return self._leaf_paths
+
+    @property
+    def native_shap_paths(self) -> ShapPaths:
+        """The leaf paths as the native walker reads them; built on first use and kept."""
+        assert self.native is not None
+        if self._native_shap_paths is None:
+            self._native_shap_paths = self.native.shap_paths(self.leaf_paths.buckets)
+        return self._native_shap_paths
+
+    @property
+    def shap_terms_per_second(self) -> float:
+        return NATIVE_SHAP_TERMS_PER_SECOND if self.native is not None else SHAP_TERMS_PER_SECOND
 
     def shap_cost_per_row(self) -> int:
         """Tree SHAP's work for one row: path elements times quadrature nodes, summed over leaves."""
@@ -411,10 +432,11 @@ class ModelExplainer:
             explainer.leaf_paths  # noqa: B018
             seconds = max(0.0, seconds - (time.perf_counter() - started))
         cost = explainer.shap_cost_per_row()
-        share = min(1.0, vcpu_share() or 1.0)  # Tree SHAP runs on one thread
-        affordable = int(seconds * SHAP_TERMS_PER_SECOND * share // max(1, cost))
+        share = min(1.0, vcpu_share() or 1.0)  # one thread's (the native walker may split rows across more)
+        speed = explainer.shap_terms_per_second * share
+        affordable = int(seconds * speed // max(1, cost))
         if rows > affordable:
-            per_row_ms = cost / (SHAP_TERMS_PER_SECOND * share) * 1000
+            per_row_ms = cost / speed * 1000
             raise ExplainOverBudget(
                 f"Tree SHAP on this model takes about {per_row_ms:.3g} ms per row here, and explanations get "
                 f"{seconds:.3g} s of the function's time: at most {affordable} rows per request with 'shap' "

@@ -11,8 +11,11 @@
  *
  * Build: -O2 -ffp-contract=off and never -ffast-math. The walk compares and adds, nothing else; fast-math
  * would let the compiler reorder the per-tree sums (reassociation changes the rounding) and treat NaN
- * as impossible (breaking the missing-value route); contraction has no a*b+c to fuse today, and is off
- * so that none can appear later.
+ * as impossible (breaking the missing-value route); contraction is off so that the a*b+c of Tree SHAP
+ * (lf_shap_values) round the same on every machine and compiler (x86-64 baseline has no FMA, armv8 has).
+ *
+ * Explanations: lf_path_contributions (path contributions, in the walk that predicts) and lf_shap_values
+ * (path-dependent Tree SHAP over the leaves' merged paths that explain.py builds).
  *
  * Speed: rows go through the forest tree by tree (a tree's nodes stay in cache while the rows pass), about
  * CHUNK_BYTES of rows at a time (so the rows stay in cache too); LOCKSTEP rows walk a tree together, one
@@ -28,7 +31,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
-#define LF_ABI_VERSION 3
+#define LF_ABI_VERSION 4
 #define LOCKSTEP 16            /* rows walked together through a tree */
 #define CHUNK_BYTES (1 << 20)  /* rows (this many bytes of them) walked through every tree before the next */
 #ifndef PATH_CHUNK_BYTES
@@ -354,5 +357,103 @@ int lf_path_contributions(const lf_forest *forest, const float *rows, int64_t n_
     if (n_rows <= 0) return 0;
     const explain_job job = {e, path_scratch_rows(forest, n_rows, n_threads)};
     run_split(explain_rows, forest, &job, rows, n_rows, n_threads);
+    return 0;
+}
+
+/*
+ * Tree SHAP (path-dependent), leaf by leaf, as explain.py's PathBucket.shapley computes it: a leaf whose path
+ * splits on m distinct features is a game of m players, and element j (a feature, the share z_j of the
+ * training cover that follows the leaf's way, and o_j = 1 when the row follows it) gets, per unit of leaf value,
+ *     phi_j = (o_j - z_j) * sum_k w_k * prod_i (z_i + (o_i - z_i) t_k) / (z_j + (o_j - z_j) t_k)
+ * (t_k, w_k: Gauss-Legendre nodes and weights on [0, 1], exact for these polynomials). The product without
+ * element j is taken as the products before and after it, so nothing is divided. Leaves with the same m come in one bucket. A row's values are summed in one order (bucket, leaf,
+ * element) on one thread, so the thread count never changes them.
+ */
+typedef struct {
+    int64_t n_leaves;
+    int32_t m, q;                  /* distinct features on each leaf's path; quadrature nodes */
+    const int32_t *feature;        /* [n_leaves * m] */
+    const float *lower, *upper;    /* [n_leaves * m] the row follows the leaf's way when lower < x <= upper */
+    const uint8_t *missing_ok;     /* [n_leaves * m] a missing value follows the leaf's way */
+    const double *zero_fraction;   /* [n_leaves * m] */
+    const double *leaf_value;      /* [n_leaves * n_outputs] */
+    const double *nodes, *weights; /* [q] */
+} lf_path_bucket;
+
+typedef struct {
+    const lf_path_bucket *buckets;
+    int32_t n_buckets;
+    const int32_t *output; /* [n_rows] the output explained, or NULL: every output */
+    double *total;         /* [n_rows * n_features * (output ? 1 : n_outputs)] */
+    double *scratch;       /* scratch_per_thread doubles for each thread */
+    int64_t scratch_per_thread;
+} shap_job;
+
+static void shap_rows(const lf_forest *f, const void *job_, const float *rows, int64_t first, int64_t n_rows,
+                      int thread) {
+    const shap_job *job = job_;
+    const int64_t n_features = f->n_features, n_out = f->n_outputs, explained = job->output ? 1 : n_out;
+    double *scratch = job->scratch + thread * job->scratch_per_thread;
+    for (int64_t row = first; row < first + n_rows; row++) {
+        const float *x = rows + row * n_features;
+        double *total = job->total + row * n_features * explained;
+        for (int64_t i = 0; i < n_features * explained; i++) total[i] = 0.0;
+        const int32_t output = job->output ? job->output[row] : 0;
+        for (int32_t b = 0; b < job->n_buckets; b++) {
+            const lf_path_bucket *p = &job->buckets[b];
+            const int32_t m = p->m, q = p->q;
+            double *before = scratch, *after = before + (int64_t)m * q, *slope = after + q;
+            for (int64_t leaf = 0; leaf < p->n_leaves; leaf++) {
+                const int64_t at = leaf * m;
+                /* before[j][k]: the product of the factors of elements 0..j-1 at node k (no division) */
+                for (int32_t k = 0; k < q; k++) after[k] = 1.0;
+                for (int32_t j = 0; j < m; j++) {
+                    const float v = x[p->feature[at + j]];
+                    const int follows = v != v ? p->missing_ok[at + j] : v > p->lower[at + j] && v <= p->upper[at + j];
+                    const double z = p->zero_fraction[at + j];
+                    slope[j] = follows - z;
+                    for (int32_t k = 0; k < q; k++) {
+                        before[j * q + k] = after[k];
+                        after[k] *= z + slope[j] * p->nodes[k];
+                    }
+                }
+                for (int32_t k = 0; k < q; k++) after[k] = 1.0; /* now: the product of elements j+1..m-1 */
+                const double *value = p->leaf_value + leaf * n_out;
+                for (int32_t j = m - 1; j >= 0; j--) {
+                    const double z = p->zero_fraction[at + j];
+                    double sum = 0.0;
+                    for (int32_t k = 0; k < q; k++) {
+                        sum += before[j * q + k] * after[k] * p->weights[k];
+                        after[k] *= z + slope[j] * p->nodes[k];
+                    }
+                    const double phi = slope[j] * sum;
+                    double *to = total + (int64_t)p->feature[at + j] * explained;
+                    if (job->output) to[0] += phi * value[output];
+                    else
+                        for (int64_t o = 0; o < n_out; o++) to[o] += phi * value[o];
+                }
+            }
+        }
+    }
+}
+
+/*
+ * lf_shap_values: path-dependent Tree SHAP of `n_rows` rows, summed over the trees (not yet divided by them).
+ *   rows     float32 [n_rows * n_features], C order
+ *   buckets  the leaves' merged paths, n_buckets of them (lf_path_bucket)
+ *   output   int32 [n_rows]: the output explained for each row; NULL: every output
+ *   total    float64 [n_rows * n_features * (output ? 1 : n_outputs)], written
+ *   scratch  float64 [n_threads * scratch_per_thread]: at least (m + 1) * q + m of the largest bucket per thread
+ *   n_threads  threads to split the rows across
+ * Returns 0, or -1 (nothing written) when the scratch is too small.
+ */
+int lf_shap_values(const lf_forest *forest, const float *rows, int64_t n_rows, const lf_path_bucket *buckets,
+                   int32_t n_buckets, const int32_t *output, double *total, double *scratch,
+                   int64_t scratch_per_thread, int n_threads) {
+    for (int32_t b = 0; b < n_buckets; b++)
+        if (((int64_t)buckets[b].m + 1) * buckets[b].q + buckets[b].m > scratch_per_thread) return -1;
+    if (n_rows <= 0) return 0;
+    const shap_job job = {buckets, n_buckets, output, total, scratch, scratch_per_thread};
+    run_split(shap_rows, forest, &job, rows, n_rows, n_threads);
     return 0;
 }

@@ -13,15 +13,17 @@ import ctypes
 import functools
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from lambda_forest.config import native_walker_enabled, vcpu_share
 
 LIBRARY_FILE = "liblambda_forest_walk.so"
-ABI_VERSION = 3  # LF_ABI_VERSION in forest_walk.c
+ABI_VERSION = 4  # LF_ABI_VERSION in forest_walk.c
 EVERY, GIVEN, PREDICTED = 0, 1, 2  # the outputs lf_path_contributions explains (LF_EVERY, ...)
 # Batches with fewer (row, tree) pairs than this per thread walk on one thread: a thread's start and join
 # (tens of microseconds) would cost more than it saves. Measured in benchmarks (see README).
@@ -56,6 +58,46 @@ class _Explanation(ctypes.Structure):
         ("output", ctypes.c_void_p),
         ("scratch", ctypes.c_void_p),
     )
+
+
+class _PathBucket(ctypes.Structure):
+    """`lf_path_bucket` in forest_walk.c."""
+
+    _fields_ = (
+        ("n_leaves", ctypes.c_int64),
+        ("m", ctypes.c_int32),
+        ("q", ctypes.c_int32),
+        ("feature", ctypes.c_void_p),
+        ("lower", ctypes.c_void_p),
+        ("upper", ctypes.c_void_p),
+        ("missing_ok", ctypes.c_void_p),
+        ("zero_fraction", ctypes.c_void_p),
+        ("leaf_value", ctypes.c_void_p),
+        ("nodes", ctypes.c_void_p),
+        ("weights", ctypes.c_void_p),
+    )
+
+
+# lf_path_bucket's arrays: (field, dtype) in the order the struct lists them
+_BUCKET_ARRAYS = (
+    ("feature", np.int32),
+    ("lower", np.float32),
+    ("upper", np.float32),
+    ("missing_ok", np.uint8),
+    ("zero_fraction", np.float64),
+    ("leaf_value", np.float64),
+    ("nodes", np.float64),
+    ("weights", np.float64),
+)
+
+
+@dataclass(frozen=True)
+class ShapPaths:
+    """The leaves' merged paths as lf_shap_values reads them, with the arrays their addresses point into."""
+
+    buckets: Any  # a ctypes array of _PathBucket
+    arrays: tuple[np.ndarray, ...]
+    scratch_per_thread: int  # doubles: (m + 1) * q + m of the largest bucket
 
 
 @dataclass(frozen=True)
@@ -118,6 +160,19 @@ def load_library() -> Library:
         cdll.lf_path_contributions.restype = ctypes.c_int
         cdll.lf_path_scratch_doubles.argtypes = (ctypes.POINTER(_Forest), ctypes.c_int64, ctypes.c_int)
         cdll.lf_path_scratch_doubles.restype = ctypes.c_int64
+        cdll.lf_shap_values.argtypes = (
+            ctypes.POINTER(_Forest),
+            ctypes.c_void_p,
+            ctypes.c_int64,
+            ctypes.POINTER(_PathBucket),
+            ctypes.c_int32,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_int64,
+            ctypes.c_int,
+        )
+        cdll.lf_shap_values.restype = ctypes.c_int
         return Library(cdll)
     return Library(None, "; ".join(failures) or f"{LIBRARY_FILE} was not found")
 
@@ -140,6 +195,7 @@ class NativeWalk:
         self._predict = library.lf_predict
         self._path_contributions = library.lf_path_contributions
         self._path_scratch_doubles = library.lf_path_scratch_doubles
+        self._shap_values = library.lf_shap_values
         self.n_features = n_features
         self.value = np.ascontiguousarray(arrays["value"], dtype=np.float64)
         self.n_outputs = 1 if self.value.ndim == 1 else self.value.shape[1]
@@ -226,6 +282,48 @@ class NativeWalk:
         status = self._path_contributions(forest, X.ctypes.data, n_rows, ctypes.byref(explanation), n_threads)
         assert status == 0, "lf_path_contributions refused its arguments"
         return PathWalk(mean, contributions, outputs)
+
+    @staticmethod
+    def shap_paths(buckets: Sequence[Any]) -> ShapPaths:
+        """The leaves' merged paths (explain.PathBucket: one bucket per path length) for lf_shap_values."""
+        arrays, structs = [], []
+        for bucket in buckets:
+            fields = {name: np.ascontiguousarray(getattr(bucket, name), dtype=dtype) for name, dtype in _BUCKET_ARRAYS}
+            arrays.extend(fields.values())
+            n_leaves, m = fields["feature"].shape
+            assert fields["leaf_value"].shape[0] == n_leaves and fields["weights"].shape == fields["nodes"].shape
+            addresses = {name: array.ctypes.data for name, array in fields.items()}
+            structs.append(_PathBucket(n_leaves, m, fields["nodes"].size, **addresses))
+        scratch = max((((m + 1) * q + m) for m, q in ((s.m, s.q) for s in structs)), default=1)
+        return ShapPaths((_PathBucket * len(structs))(*structs), tuple(arrays), scratch)
+
+    def shap_values(
+        self, X: np.ndarray, paths: ShapPaths, outputs: np.ndarray | None, threads: int | None = None
+    ) -> np.ndarray:
+        """(rows, features, explained): path-dependent Tree SHAP of float32 rows `X`, summed over the trees
+        (not yet divided by their number), for `outputs[row]` of each row, or every output when None."""
+        assert X.dtype == np.float32 and X.flags.c_contiguous and X.shape[1] == self.n_features
+        n_rows = X.shape[0]
+        if outputs is not None:
+            outputs = np.ascontiguousarray(outputs, dtype=np.int32)
+            assert outputs.shape == (n_rows,) and ((outputs >= 0) & (outputs < self.n_outputs)).all()
+        total = np.empty((n_rows, self.n_features, 1 if outputs is not None else self.n_outputs))
+        n_threads = max(1, min(usable_cpus(), n_rows)) if threads is None else threads
+        scratch = np.empty(n_threads * paths.scratch_per_thread)
+        status = self._shap_values(
+            ctypes.byref(self._forest),
+            X.ctypes.data,
+            n_rows,
+            paths.buckets,
+            len(paths.buckets),
+            None if outputs is None else outputs.ctypes.data,
+            total.ctypes.data,
+            scratch.ctypes.data,
+            paths.scratch_per_thread,
+            n_threads,
+        )
+        assert status == 0, "lf_shap_values refused its scratch"
+        return total
 
 
 def native_walk(arrays: dict[str, np.ndarray], n_trees: int, n_features: int) -> tuple[NativeWalk | None, str | None]:
