@@ -282,7 +282,7 @@ def test_cors_allows_no_origin_by_default_and_lives_in_one_place_per_front_door(
 
 
 def statements(role: dict[str, Any]) -> list[dict[str, Any]]:
-    return [s for policy in role["Properties"]["Policies"] for s in policy["PolicyDocument"]["Statement"]]
+    return [s for policy in role["Properties"].get("Policies", []) for s in policy["PolicyDocument"]["Statement"]]
 
 
 def as_list(value: Any) -> list[Any]:
@@ -328,7 +328,7 @@ def test_subscription_filters_route_each_kind_to_its_stream(resources: dict[str,
 
 
 def test_record_roles_may_only_move_records(resources: dict[str, Any]) -> None:
-    delivery = statements(resources["RecordDeliveryRole"])
+    delivery = s3_statements(resources["RecordDeliveryRole"])
     writes = next(s for s in delivery if "s3:PutObject" in as_list(s["Action"]))
     assert set(as_list(writes["Action"])) == {"s3:PutObject", "s3:AbortMultipartUpload"}
     assert {resource["Fn::Sub"].rsplit("/", 2)[-2] for resource in writes["Resource"]} == {
@@ -353,13 +353,14 @@ def test_monitor_runs_on_a_schedule_reads_its_model_and_writes_only_reports(reso
     assert rule["Type"] == "AWS::Events::Rule"
     assert rule["Properties"]["ScheduleExpression"] == {"Ref": "MonitorSchedule"}
     assert transformed()["Parameters"]["MonitorSchedule"]["Default"] == "rate(1 day)"
-    granted = {(s["Action"], str(s["Resource"])) for s in statements(resources["MonitorFunctionRole"])}
+    granted = {(str(s["Action"]), str(s["Resource"])) for s in s3_statements(resources["MonitorFunctionRole"])}
     model = "${ModelBucket.Arn}/${ModelPrefix}/${ModelName}"
     readable = ["versions/*/manifest.json", "aliases/*", "captures/*", "labels/*"]  # not model.joblib or forest.npz
     assert granted == {
         ("s3:GetObject", str([{"Fn::Sub": f"{model}/{part}"} for part in readable])),
         ("s3:ListBucket", str({"Fn::GetAtt": ["ModelBucket", "Arn"]})),
         ("s3:PutObject", str({"Fn::Sub": "${ModelBucket.Arn}/${ModelPrefix}/${ModelName}/reports/*"})),
+        (str(["kms:Decrypt", "kms:GenerateDataKey"]), str({"Ref": "BucketKmsKeyArn"})),  # with BucketKmsKeyArn
     }
 
 
@@ -492,6 +493,48 @@ def test_reserved_concurrency_and_customer_keys_are_parameters() -> None:
     assert evaluate(template, logs["KmsKeyId"], {"LogsKmsKeyArn": key}) == key
 
 
+BUCKET_KEY = "arn:aws:kms:us-east-1:123456789012:key/bucket"
+
+
+def key_grants(template: dict[str, Any], role: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
+    """What the role may do with the model bucket's objects and with BUCKET_KEY, under `parameters`."""
+    granted = [s for s in evaluate(template, statements(role), parameters) if s != {"Ref": "AWS::NoValue"}]
+    objects = [s for s in granted if "${ModelBucket.Arn}/" in json.dumps(s["Resource"])]
+    on_key = [s for s in granted if BUCKET_KEY in as_list(s["Resource"])]
+    return {
+        "reads": any("s3:GetObject" in as_list(s["Action"]) for s in objects),
+        "writes": any("s3:PutObject" in as_list(s["Action"]) for s in objects),
+        "key": {action for s in on_key for action in as_list(s["Action"])},
+        "through_s3_only": all("kms:ViaService" in json.dumps(s.get("Condition")) for s in on_key),
+    }
+
+
+def test_every_role_that_reads_or_writes_model_objects_may_use_the_bucket_key() -> None:
+    """With BucketKmsKeyArn, S3 decrypts a read (kms:Decrypt) and encrypts a write (kms:GenerateDataKey) with
+    the caller's own permissions: a reader or writer of the model bucket without them gets AccessDenied."""
+    template = transformed()
+    roles = {name: r for name, r in template["Resources"].items() if r["Type"] == "AWS::IAM::Role"}
+    touching = set()
+    for name, role in roles.items():
+        assert not key_grants(template, role, {})["key"], f"{name}: a key grant without BucketKmsKeyArn"
+        grants = key_grants(template, role, {"BucketKmsKeyArn": BUCKET_KEY})
+        if grants["reads"] or grants["writes"]:
+            touching.add(name)
+        if grants["reads"]:
+            assert "kms:Decrypt" in grants["key"], f"{name} reads model objects but cannot decrypt them"
+        if grants["writes"]:
+            assert "kms:GenerateDataKey" in grants["key"], f"{name} writes model objects but cannot encrypt them"
+        assert grants["key"] <= {"kms:Decrypt", "kms:GenerateDataKey"} and grants["through_s3_only"], name
+    # The API, the monitor, both batch functions and Firehose (captures and labels) all use the bucket.
+    assert {
+        "PredictFunctionRole",
+        "MonitorFunctionRole",
+        "BatchPlanFunctionRole",
+        "ScoreChunkFunctionRole",
+        "RecordDeliveryRole",
+    } <= touching
+
+
 def test_model_bucket_access_logs_are_optional_and_expire() -> None:
     template = transformed()
     resources = template["Resources"]
@@ -576,7 +619,10 @@ def test_batch_functions_read_input_and_model_and_write_only_the_output(resource
         statements = s3_statements(resources[f"{function}Role"])
         [verify] = [s for s in statements if s["Action"] == "kms:Verify"]  # with ModelSigningKeyArn, as the API
         assert verify["Resource"] == {"Ref": "ModelSigningKeyArn"}
+        [decrypt] = [s for s in statements if s["Action"] == "kms:Decrypt"]  # with BucketKmsKeyArn
+        assert decrypt["Resource"] == {"Ref": "BucketKmsKeyArn"}
         statements.remove(verify)
+        statements.remove(decrypt)
         writes = {"s3:PutObject", "s3:AbortMultipartUpload"}
         for statement in statements:
             actions = set(statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]])
