@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +243,28 @@ def test_store_and_debug_are_accepted_after_the_command(capsys: Any, tmp_path: P
     assert run(capsys, "--store", before, "list", "--name", "iris", "--store", after)[1].count("[live]") == 1
     code, _, err = run(capsys, "--store", str(tmp_path / "nowhere"), "list", "--name", "iris")
     assert code == 1 and err.startswith("error: Model iris has no published versions")
+
+
+def command_parsers(parser: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Every runnable command of the CLI (`labels upload` included), with its words."""
+    import argparse
+
+    subparsers = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    if not subparsers:
+        yield path, parser
+    for action in subparsers:
+        for name, subparser in action.choices.items():
+            yield from command_parsers(subparser, (*path, name))
+
+
+def test_every_command_takes_store_and_debug_after_it() -> None:
+    from training.cli import build_parser
+
+    commands = dict(command_parsers(build_parser()))
+    assert {("train",), ("promote",), ("monitor",), ("labels", "upload"), ("score",)} <= set(commands)
+    for words, parser in commands.items():
+        options = {option for action in parser._actions for option in action.option_strings}
+        assert {"--store", "--debug"} <= options, " ".join(words)
 
 
 def test_lambda_forest_command_runs_the_same_cli(tmp_path: Path) -> None:
