@@ -140,3 +140,37 @@ def test_a_compiled_forest_of_another_format_is_refused(trained_iris: Any) -> No
         read_npz(to_npz(arrays))
     with pytest.raises(InvalidArtifact):
         read_npz(b"not an npz file")
+
+
+def _nodes(arrays: dict[str, np.ndarray]) -> int:
+    return arrays["feature"].shape[0]
+
+
+# What a bucket writer without the signing key could put in forest.npz (fixing its sha256 in the manifest):
+# each would make a walk read or write outside the arrays (the native walker checks no bounds).
+FORGERIES: dict[str, Any] = {
+    "a child past the last node": lambda a: a["children"].__setitem__(1, _nodes(a)),
+    "a negative child": lambda a: a["children"].__setitem__(0, -1),
+    "a root past the last node": lambda a: a["roots"].__setitem__(0, _nodes(a) + 1000),
+    "a feature past the row": lambda a: a["feature"].__setitem__(int(a["roots"][0]), 50_000_000),
+    "a negative feature": lambda a: a["feature"].__setitem__(int(a["roots"][0]), -1),
+    "leaf values for fewer nodes": lambda a: a.update(value=a["value"][:-1]),
+    "more trees than roots": lambda a: a.update(n_trees=np.array(int(a["n_trees"]) + 1)),
+    "node ids of another type": lambda a: a.update(children=a["children"].astype(np.int16)),
+    "node ids as numbers": lambda a: a.update(children=a["children"].astype(np.float64)),
+    "leaf values as float32": lambda a: a.update(value=a["value"].astype(np.float32)),
+    "leaf values with another shape": lambda a: a.update(value=a["value"][:, :, np.newaxis]),
+    "a depth past the node count": lambda a: a["depths"].__setitem__(0, _nodes(a)),
+    "no trees": lambda a: a.update(n_trees=np.array(0), roots=a["roots"][:0], depths=a["depths"][:0]),
+}
+
+
+@pytest.mark.parametrize("forgery", FORGERIES)
+def test_a_forest_whose_walk_would_leave_its_arrays_is_refused(trained_iris: Any, forgery: str) -> None:
+    from lambda_forest.errors import InvalidArtifact
+
+    arrays = compile_forest(trained_iris.estimator)
+    read_npz(to_npz(arrays))  # as published: accepted
+    FORGERIES[forgery](arrays)
+    with pytest.raises(InvalidArtifact, match="inconsistent"):
+        read_npz(to_npz(arrays))

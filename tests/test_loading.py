@@ -297,3 +297,31 @@ def test_allow_pickle_must_be_true_or_false() -> None:
 
     with pytest.raises(ConfigError, match="ALLOW_PICKLE='yes' is not valid; expected true or false"):
         FunctionConfig.from_env({"MODEL_STORE": "/s", "MODEL_NAME": "iris", "ALLOW_PICKLE": "yes"})
+
+
+def test_a_forged_compiled_forest_is_refused_before_any_walk(
+    handler: Any, local_store: Any, published_iris: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bucket writer without the signing key can fix a sha256, never make a walk leave the forest's arrays."""
+    from lambda_forest.compiled import COMPILED_FILE, read_npz, to_npz
+
+    arrays = read_npz(local_store.read_file("iris", published_iris.version, COMPILED_FILE))
+    arrays["feature"][int(arrays["roots"][0])] = 50_000_000  # the native walker would write far past its buffers
+    forest = to_npz(arrays)
+    version = "20300101T000000Z-ffffffff"
+    forged = dataclasses.replace(
+        published_iris, version=version, compiled=FileEntry(COMPILED_FILE, sha256(forest), len(forest))
+    )
+    files = {
+        entry.file: local_store.read_file("iris", published_iris.version, entry.file)
+        for entry in (published_iris.artifact, published_iris.explain)
+        if entry is not None
+    }
+    local_store.publish("iris", version, {**files, COMPILED_FILE: forest}, forged.to_json())
+    local_store.set_alias("iris", "live", version)
+    invoke = handler(local_store)
+    for event in ("predict.json", "predict-explain.json"):
+        reply = invoke(load_event(event))
+        assert (reply.status, reply.body["error"]["code"]) == (503, "model_unavailable"), event
+        assert "compiled forest is inconsistent" in reply.body["error"]["message"]
+    assert '"reason":"InvalidArtifact"' in capsys.readouterr().out

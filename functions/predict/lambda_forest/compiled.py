@@ -20,7 +20,7 @@ walk once they reach a leaf.
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -51,6 +51,9 @@ ARRAYS = {
     "value",
 }
 COMPACT_EVERY = 8  # levels between dropping rows that reached a leaf
+# The walks address nodes, features and trees with int32 (the native walker) or int64 numbers.
+INT32_MAX = 2**31 - 1
+NODE_ID_TYPES = (np.dtype(np.int32), np.dtype(np.int64))
 NATIVE, NUMPY = "native", "numpy"  # the walks
 
 
@@ -299,7 +302,60 @@ def read_npz(data: bytes) -> dict[str, np.ndarray]:
         raise InvalidArtifact(
             f"The compiled forest is not format {COMPILED_FORMAT} or {CATEGORIES_FORMAT}; retrain or republish it."
         )
+    check_forest(arrays)
     return arrays
+
+
+def check_forest(arrays: dict[str, np.ndarray]) -> None:
+    """Refuse arrays that a walk could step outside of (`compile_forest`'s always pass).
+
+    Both walks index memory with the numbers in these arrays, and the native walker checks no bounds: a
+    forest.npz whose node ids, roots or feature numbers are out of range would make it read, or write,
+    outside its arrays. A sha256 in the manifest proves nothing about who wrote the file (without a signing
+    key anyone who can write the bucket can), so every type, shape and range is checked here, once per load.
+    """
+
+    def refuse(why: str) -> NoReturn:
+        raise InvalidArtifact("The compiled forest is inconsistent; retrain or republish it.", detail=why)
+
+    types = {name: arrays[name].dtype for name in ("roots", "children", "feature")}
+    if any(dtype not in NODE_ID_TYPES for dtype in types.values()) or len(set(types.values())) != 1:
+        refuse(f"node ids and features must all be int32 or all int64, not {types}")
+    expected = {
+        "n_features": np.integer,
+        "n_trees": np.integer,
+        "depths": np.integer,
+        "threshold": np.float32,
+        "value": np.float64,
+        "missing_left": np.bool_,
+        "classify": np.bool_,
+    }
+    for name, kind in expected.items():
+        if not np.issubdtype(arrays[name].dtype, kind):
+            refuse(f"{name} holds {arrays[name].dtype}")
+    if any(arrays[name].shape != () for name in ("n_features", "n_trees", "classify")):
+        refuse("n_features, n_trees and classify must be single values")
+    n_features, n_trees = int(arrays["n_features"]), int(arrays["n_trees"])
+    nodes = arrays["feature"].shape[0] if arrays["feature"].ndim == 1 else 0
+    if not (1 <= n_features <= INT32_MAX and 1 <= n_trees <= INT32_MAX and n_trees <= nodes):
+        refuse(f"{n_features} features, {n_trees} trees, {nodes} nodes")
+    if types["children"] == np.int32 and 2 * nodes > INT32_MAX:
+        refuse(f"{nodes} nodes do not fit int32 node ids")
+    value = arrays["value"]
+    shapes = {
+        "threshold": (nodes,),
+        "missing_left": (nodes,),
+        "children": (2 * nodes,),
+        "roots": (n_trees,),
+        "depths": (n_trees,),
+        "value": (nodes, *value.shape[1:2]) if bool(arrays["classify"]) else (nodes,),
+    }
+    for name, shape in shapes.items():
+        if arrays[name].shape != shape or arrays[name].size == 0:
+            refuse(f"{name} has shape {arrays[name].shape}, expected {shape}")
+    for name, end in (("children", nodes), ("roots", nodes), ("feature", n_features), ("depths", nodes)):
+        if arrays[name].min() < 0 or arrays[name].max() >= end:
+            refuse(f"{name} holds values outside [0, {end})")
 
 
 def load_compiled(manifest: Manifest, data: bytes) -> CompiledForest:
@@ -307,6 +363,12 @@ def load_compiled(manifest: Manifest, data: bytes) -> CompiledForest:
     assert manifest.compiled is not None
     verify(manifest.compiled, data)
     arrays = read_npz(data)
+    outputs = arrays["value"].shape[1] if arrays["value"].ndim == 2 else None
+    if outputs != (len(manifest.classes) if manifest.is_classifier and manifest.classes else None):
+        raise InvalidArtifact(
+            "The compiled forest does not match its manifest.",
+            detail=f"leaf values for {outputs} outputs; the manifest's task is {manifest.task}",
+        )
     forest = CompiledForest(arrays, manifest.classes)
     if forest.n_features != len(manifest.feature_names):
         raise InvalidArtifact(
