@@ -116,6 +116,12 @@ def test_jwt_on_the_rest_api_takes_a_cognito_user_pool_with_a_scope_for_predicti
         assert found[(path, "options")] is None
     authorizer = rest["securityDefinitions"]["cognito"]["x-amazon-apigateway-authorizer"]
     assert authorizer == {"type": "cognito_user_pools", "providerARNs": [USER_POOL]}
+    scoped = securities(
+        rest_api(template, **jwt, JwtPredictScope="forest/predict", JwtFeedbackScope="forest/feedback")["paths"]
+    )
+    assert scoped[("/feedback", "post")] == [{"cognito": ["forest/feedback"]}]
+    assert scoped[("/feedback", PROXY)] == scoped[("/{proxy+}", PROXY)] == [{"cognito": ["forest/predict"]}]
+    assert scoped[("/feedback", "options")] is None
     assert "/feedback" not in rest_api(template, AuthType="iam")["paths"]  # only jwt needs a route of its own
     assert not refused(template, ApiType="rest", **jwt)
 
