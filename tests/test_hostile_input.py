@@ -138,3 +138,22 @@ def test_an_answer_over_lambdas_response_limit_is_a_413_that_says_how_many_rows_
 
     labels_only = invoke(api_event("POST", "/predict", {"instances": rows, "probabilities": False}))
     assert labels_only.status == 200 and len(labels_only.body["predictions"]) == 10_000
+
+
+# Every route that reads a JSON body: each protocol parses its own shape, all through the one JSON reader.
+JSON_ROUTES = ["/predict", "/invocations", "/v1/models/iris:predict", "/v2/models/iris/infer", "/feedback"]
+NESTED_BODIES = {
+    "arrays": "[" * 100_000 + "]" * 100_000,
+    "objects": '{"instances": [' + '{"a":' * 50_000 + "1" + "}" * 50_000 + "]}",
+}
+
+
+@pytest.mark.parametrize("route", JSON_ROUTES)
+@pytest.mark.parametrize("nesting", NESTED_BODIES)
+def test_deeply_nested_json_is_a_4xx_on_every_protocol(
+    handler: Any, local_store: Any, trained_iris: Any, route: str, nesting: str
+) -> None:
+    publish_model(local_store, trained_iris)
+    reply = handler(local_store)(api_event("POST", route, raw=NESTED_BODIES[nesting]))
+    assert 400 <= reply.status < 500, reply.body
+    assert reply.body.get("error") or reply.body.get("message")  # says what was wrong, in the protocol's shape
