@@ -49,6 +49,11 @@ def test_sam_validate_lint_passes() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+MODEL_FILES = [
+    {"Fn::Sub": f"${{ModelBucket.Arn}}/${{ModelPrefix}}/${{ModelName}}/{part}/*"} for part in ("versions", "aliases")
+]
+
+
 def test_function_may_only_read_its_models_prefix(resources: dict[str, Any]) -> None:
     role = resources["PredictFunctionRole"]["Properties"]
     managed = {
@@ -79,7 +84,7 @@ def test_function_may_only_read_its_models_prefix(resources: dict[str, Any]) -> 
         assert set(actions) <= {"s3:GetObject", "s3:ListBucket"}, actions
         assert "*" not in str(statement["Resource"]).replace("/*", "")
     get = next(s for s in statements if s["Action"] == "s3:GetObject")
-    assert get["Resource"] == {"Fn::Sub": "${ModelBucket.Arn}/${ModelPrefix}/${ModelName}/*"}
+    assert get["Resource"] == MODEL_FILES  # not the captured rows, labels or reports beside them
     listing = next(s for s in statements if s["Action"] == "s3:ListBucket")
     assert listing["Condition"] == {"StringLike": {"s3:prefix": {"Fn::Sub": "${ModelPrefix}/${ModelName}/*"}}}
 
@@ -632,7 +637,8 @@ def test_batch_functions_read_input_and_model_and_write_only_the_output(resource
                 assert output_arn in resource and input_arn not in resource and "Model" not in resource
             assert '"*"' not in resource
         readable = json.dumps([s["Resource"] for s in statements if "s3:GetObject" in json.dumps(s["Action"])])
-        assert input_arn in readable and "${ModelBucket.Arn}/${ModelPrefix}/${ModelName}/*" in readable
+        assert input_arn in readable and json.dumps(MODEL_FILES) in readable
+        assert "${ModelName}/*" not in readable  # the model's versions and aliases, not its captures
         properties = resources[function]["Properties"]
         assert properties["Layers"] == resources["PredictFunction"]["Properties"]["Layers"]  # the API's layer
         assert properties["Code"] == resources["PredictFunction"]["Properties"]["Code"]  # and its code
