@@ -347,7 +347,13 @@ def tensor(name: str = "x", shape: list[int] | None = None, datatype: str = "FP6
             "/v2/models/iris/infer",
             {"inputs": [tensor(data=[[1, 2, "x", 4], [1, 2, 3, 4]])]},
             400,
-            "row 0['petal length (cm)']",
+            "Tensor 'x' is FP64, but row 0['petal length (cm)'] is 'x'; expected numbers or null",
+        ),
+        (
+            "/v2/models/iris/infer",
+            {"inputs": [tensor(datatype="INT64", data=[[1, 2, 3, 4], [1, 2, 3, True]])]},
+            400,
+            "Tensor 'x' is INT64, but row 1['petal width (cm)'] is true; expected numbers or null",
         ),
         (
             "/v2/models/iris/infer",
@@ -368,6 +374,20 @@ def test_open_inference_errors(iris: Model, path: str, body: Any, status: int, w
     reply = iris.invoke(request(path, body))
     assert (reply.status, list(reply.body)) == (status, ["error"])
     assert words in reply.body["error"]
+
+
+def test_v2_number_tensors_hold_numbers_and_text_goes_in_bytes(loans: Model) -> None:
+    """A mixed table's text cells in an FP64 tensor are a malformed request, not text read as categories."""
+    matrix = v2_matrix_tensor(loans, nested=True)
+    reply = loans.invoke(request("/v2/models/loans/infer", {"inputs": [matrix | {"datatype": "FP64"}]}))
+    assert (reply.status, list(reply.body)) == (400, ["error"])
+    assert "Tensor 'input-0' is FP64, but row 0['region'] is " in reply.body["error"]
+    assert "text goes in a BYTES tensor" in reply.body["error"]
+    tensors = v2_feature_tensors(loans)
+    region = next(tensor for tensor in tensors if tensor["name"] == "region")
+    region["datatype"] = "FP32"
+    reply = loans.invoke(request("/v2/models/loans/infer", {"inputs": tensors}))
+    assert reply.status == 400 and "Tensor 'region' is FP32, but row 0 is " in reply.body["error"], reply.body
 
 
 def test_wrong_model_names_are_404s_naming_the_served_model(iris: Model) -> None:

@@ -4,16 +4,19 @@
 An inference request carries either one tensor per feature, named by it (FP64 or another number type
 for a numeric feature, BYTES for a categorical one; shape `[rows]` or `[rows, 1]`), or one tensor of
 shape `[rows, features]` in `feature_names` order (numbers, or BYTES for any table). Tensor data may be
-flat (row-major) or nested; `null` is a missing value. BYTES cells are text, read by THE validator's
-text mode (`lambda_forest.features`). The answer has the outputs asked for (all by default): `predict`
-(BYTES class labels, or FP64 values) and, for classifiers, `predict_proba` (FP64, `[rows, classes]`,
-its `parameters.classes` naming the columns). Errors are `{"error": "..."}`.
+flat (row-major) or nested; `null` is a missing value; a number tensor holds numbers (text is BYTES).
+BYTES cells are text, read by THE validator's text mode (`lambda_forest.features`). The answer has the
+outputs asked for (all by default): `predict` (BYTES class labels, or FP64 values) and, for
+classifiers, `predict_proba` (FP64, `[rows, classes]`, its `parameters.classes` naming the columns).
+Errors are `{"error": "..."}`.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+import orjson
 
 from lambda_forest.artifact import Prediction
 from lambda_forest.errors import InvalidInstances, InvalidRequest, ModelNotFound
@@ -26,6 +29,7 @@ SERVER = {"name": "lambda-forest", "version": "0.1.0", "extensions": []}
 PREDICT, PREDICT_PROBA = "predict", "predict_proba"
 NUMBER_TYPES = ("UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64")
 DATATYPES = ("BOOL", *NUMBER_TYPES, "BYTES")
+NUMBER_CELLS = (int, float, type(None))  # what a number tensor's data may hold (null: a missing value)
 
 PARAMETERS = {"type": "object", "description": "protocol parameters (accepted, not used)"}
 TENSOR = obj(
@@ -130,7 +134,7 @@ def predict_request(
     tensors = payload["inputs"]
     if len(tensors) == 1 and tensors[0]["name"] not in schema.positions:
         tensor = tensors[0]
-        data = _data(tensor, expect_columns=schema.width)
+        data = _data(tensor, schema.names)
         rows_count = tensor["shape"][0]
         check_row_count(rows_count, max_rows, f"Tensor {quote(tensor['name'])}")
         width = schema.width
@@ -153,7 +157,7 @@ def _feature_columns(tensors: list[dict[str, Any]], schema: FeatureSchema, max_r
             )
         if name in columns:
             raise InvalidRequest(f"Tensor {quote(name)} is given twice; expected one tensor per feature.")
-        columns[name] = _data(tensor, expect_columns=1)
+        columns[name] = _data(tensor, [name])
     missing = [name for name in schema.names if name not in columns]
     if missing:
         raise InvalidRequest(f"No tensor for feature(s) {', '.join(map(repr, missing[:5]))}; expected one per feature.")
@@ -165,9 +169,11 @@ def _feature_columns(tensors: list[dict[str, Any]], schema: FeatureSchema, max_r
     return columns
 
 
-def _data(tensor: dict[str, Any], expect_columns: int) -> list[Any]:
-    """A tensor's data, flat, after checking it against its shape and datatype."""
+def _data(tensor: dict[str, Any], columns: list[str]) -> list[Any]:
+    """A tensor's data, flat, after checking it against its shape and datatype (`columns`: the features
+    its columns hold, one for a feature's own tensor)."""
     name, shape, datatype = quote(tensor["name"]), tensor["shape"], tensor["datatype"]
+    expect_columns = len(columns)
     if datatype == "BOOL":
         raise InvalidRequest(f"Tensor {name} is BOOL; expected a number type (FP64...) or BYTES.")
     wanted = [-1, expect_columns] if expect_columns > 1 else "[rows] or [rows, 1]"
@@ -184,7 +190,20 @@ def _data(tensor: dict[str, Any], expect_columns: int) -> list[Any]:
         bad = next((value for value in data if not isinstance(value, str | None)), None)
         if bad is not None:
             raise InvalidInstances(f"Tensor {name} is BYTES but holds {quote(bad)}; expected strings (or null).")
+    else:
+        bad_at = next((index for index, value in enumerate(data) if type(value) not in NUMBER_CELLS), None)
+        if bad_at is not None:
+            row, column = divmod(bad_at, expect_columns)
+            cell = f"row {row}" if expect_columns == 1 else f"row {row}[{quote(columns[column])}]"
+            raise InvalidInstances(
+                f"Tensor {name} is {datatype}, but {cell} is {_json_text(data[bad_at])}; expected numbers or null "
+                "(text goes in a BYTES tensor)."
+            )
     return data
+
+
+def _json_text(value: Any) -> str:
+    return orjson.dumps(value).decode() if isinstance(value, bool) else quote(value)
 
 
 def _flatten(data: list[Any], name: str) -> list[Any]:
