@@ -18,6 +18,7 @@ from tests.conftest import ROOT, publish_model
 
 COMMITTED = ROOT / "openapi.json"
 JSON = "application/json"
+VERSIONED_INFER = "/v2/models/{name}/versions/{version}/infer"
 
 
 def get(path: str) -> dict[str, Any]:
@@ -106,6 +107,8 @@ def test_served_document_has_the_models_features(handler: Any, local_store: Any,
     assert (
         "region" in served["paths"]["/predict"]["post"]["requestBody"]["content"]["text/csv"]["schema"]["description"]
     )
+    versioned = {parameter["name"]: parameter for parameter in served["paths"][VERSIONED_INFER]["post"]["parameters"]}
+    assert (versioned["name"]["example"], versioned["version"]["example"]) == ("loans", manifest.version)
 
 
 def test_without_a_model_the_served_document_is_the_generic_one(handler: Any, local_store: Any) -> None:

@@ -262,6 +262,7 @@ def document(manifest: Manifest | None = None, max_rows: int = 10_000, model_nam
     """The OpenAPI 3.1 document; with `manifest`, its features and names fill in the rows and paths."""
     schema = manifest.schema if manifest is not None else None
     name = manifest.name if manifest is not None else model_name
+    served = {"name": name, "version": manifest.version if manifest is not None else None}
     paths: dict[str, dict[str, Any]] = {}
     for method, path, protocol, summary, bodies, answer, errors in OPERATIONS:
         operation: dict[str, Any] = {
@@ -271,7 +272,7 @@ def document(manifest: Manifest | None = None, max_rows: int = 10_000, model_nam
             "responses": {"200": _json_response("success", answer)}
             | {str(status): _error_response(status, ERRORS[protocol][0]) for status in errors},
         }
-        parameters = [_path_parameter(part[1:-1], name) for part in _segments(path) if part.startswith("{")]
+        parameters = [_path_parameter(part[1:-1], served) for part in _segments(path) if part.startswith("{")]
         if parameters:
             operation["parameters"] = parameters
         if bodies:
@@ -427,11 +428,13 @@ def _error_response(status: int, component: str) -> dict[str, Any]:
     return response
 
 
-def _path_parameter(name: str, model_name: str | None) -> dict[str, Any]:
+def _path_parameter(name: str, served: dict[str, str | None]) -> dict[str, Any]:
+    """A path parameter; `name` (and `version`) are the served model's, so a client or a contract test
+    reaches the routes behind them."""
     parameter: dict[str, Any] = {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-    if name == "name" and model_name:
-        parameter["example"] = model_name
-        parameter["description"] = f"the served model: {model_name}"
+    if served.get(name):
+        parameter["example"] = served[name]
+        parameter["description"] = f"the served model's {name}: {served[name]}"
     return parameter
 
 
