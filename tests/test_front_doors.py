@@ -162,6 +162,26 @@ def test_other_origins_get_no_cors_headers(cors_api: Any) -> None:
     assert "access-control-allow-origin" not in cors_api(preflight).headers
 
 
+def test_rest_answers_vary_by_origin_when_cors_is_on(cors_api: Any) -> None:
+    """The function picks Access-Control-Allow-Origin from the caller's Origin, so every answer says
+    `Vary: Origin`: a cache must not hand one origin's answer (or a no-origin one) to another."""
+    preflight = request(REST_API, "OPTIONS", "/predict", Origin=ORIGIN, Access_Control_Request_Method="POST")
+    for event in (
+        preflight,
+        request(REST_API, "GET", "/health", Origin=ORIGIN),
+        request(REST_API, "GET", "/health", Origin="https://evil.example"),
+        request(REST_API, "GET", "/health"),
+        request(REST_API, "GET", "/nowhere", Origin=ORIGIN),
+    ):
+        reply = cors_api(event)
+        assert reply.headers.get("vary") == "Origin", (event["httpMethod"], event["path"], reply.headers)
+    assert cors_api(preflight).status == 204
+
+
+def test_without_cors_answers_do_not_vary(iris_api: Any) -> None:
+    assert "vary" not in iris_api(request(REST_API, "GET", "/health", Origin=ORIGIN)).headers
+
+
 @pytest.mark.parametrize(
     ("setting", "origins"),
     [

@@ -521,4 +521,18 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     # The request id sits at requestContext.requestId in REST, HTTP API (2.0) and function URL events; read
     # directly, as a JMESPath correlation_id_path costs a tenth of a one-row request.
     logger.set_correlation_id((event.get("requestContext") or {}).get("requestId"))
-    return resolver(front_door(event), config.cors_allow_origins).resolve(event, context)
+    door = front_door(event)
+    response = resolver(door, config.cors_allow_origins).resolve(event, context)
+    if config.cors_allow_origins and door == REST_API:
+        vary_by_origin(response)
+    return response
+
+
+def vary_by_origin(response: dict[str, Any]) -> None:
+    """Behind the REST API the function picks Access-Control-Allow-Origin from the caller's Origin (the HTTP
+    API and function URLs answer CORS themselves), so every answer varies by it: a cache must not give one
+    origin's answer, or a no-origin one, to another."""
+    if "multiValueHeaders" in response:
+        response["multiValueHeaders"]["Vary"] = ["Origin"]
+    else:
+        response.setdefault("headers", {})["Vary"] = "Origin"
