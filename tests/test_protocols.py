@@ -329,6 +329,13 @@ def test_kserve_v1_errors(iris: Model, path: str, body: Any, status: int, words:
     assert words in reply.body["error"]
 
 
+def test_kserve_v1_predict_takes_post_only(iris: Model) -> None:
+    reply = iris.invoke(get("/v1/models/iris:predict"))
+    assert (reply.status, reply.headers.get("allow")) == (405, "POST"), reply.body
+    assert reply.body == {"error": "GET is not allowed on /v1/models/iris:predict; use POST."}
+    assert iris.invoke(get("/v1/models/iris:explain")).status == 404
+
+
 def tensor(name: str = "x", shape: list[int] | None = None, datatype: str = "FP64", data: Any = None) -> dict:
     return {"name": name, "shape": shape or [2, 4], "datatype": datatype, "data": IRIS_ROWS if data is None else data}
 

@@ -291,6 +291,11 @@ def v1_models() -> dict[str, Any]:
 
 @route("GET", "/v1/models/<name>")
 def v1_model(name: str) -> dict[str, Any]:
+    if ":" in name:  # GET on a verb's path (model names have no colon): POST /v1/models/NAME:predict
+        from lambda_forest.protocols import kserve_v1
+
+        kserve_v1.split_target(name)
+        raise MethodNotAllowed(f"GET is not allowed on /v1/models/{name}; use POST.", allowed=["POST"])
     check_model_name(name, config.model_name)
     models.get()
     return {"name": name, "ready": True}
