@@ -278,6 +278,13 @@ def native_error(reply: Any) -> tuple[int, str]:
             "invalid_instances",
             "The CSV header (line 1) has no",
         ),
+        (
+            ",sepal length (cm),sepal width (cm),petal length (cm),petal width (cm)\n0,1,2,3,4\n",
+            "text/csv",
+            400,
+            "invalid_instances",
+            "unknown column(s) ''; an unnamed first column is a saved DataFrame index: write the CSV with index=False",
+        ),
         ("1,2,3\n", "text/csv", 400, "invalid_instances", "line 1 has 3 values; expected 4"),
         ("1,2,x,4\n", "text/csv", 400, "invalid_instances", "line 1['petal length (cm)'] is 'x', not a number"),
         ("1,2,3,4\n" * 4, "text/csv", 413, "too_many_instances", "at most 3"),

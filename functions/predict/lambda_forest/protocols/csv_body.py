@@ -66,6 +66,8 @@ def _header(first: list[str], line: int, feature_names: Sequence[str]) -> list[s
         problems = []
         if unknown:
             problems.append(f"unknown column(s) {', '.join(map(quote, unknown[:5]))}")
+            if not cells[0]:  # what pandas' to_csv() writes by default
+                problems[-1] += "; an unnamed first column is a saved DataFrame index: write the CSV with index=False"
         if missing:
             problems.append(f"no {', '.join(map(repr, missing[:5]))}")
         if repeated:
