@@ -531,6 +531,35 @@ def test_the_batch_functions_refuse_what_their_role_may_not_touch(
         batch_app.chunk_handler({"step": "plan"}, LambdaContextStub())
 
 
+def test_a_run_file_pointed_outside_the_input_prefix_is_refused_by_every_later_step(
+    batch_s3: Any, s3_store: Any, trained_iris: Any
+) -> None:
+    """Someone who can write the output prefix must not turn a planned run onto other objects."""
+    import batch_app
+
+    publish_model(s3_store, trained_iris)
+    names, X = iris_table(trained_iris, 10)
+    source = upload_csv(batch_s3, "input/in.csv", names, X)
+    output = f"s3://{INPUT_BUCKET}/output/forged"
+    batch_app.plan_handler(
+        {"step": "plan", "request": {"input": source, "output": output, "model_name": "iris"}}, LambdaContextStub()
+    )
+    key = "output/forged/_batch/run.json"
+    run = json.loads(batch_s3.get_object(Bucket=INPUT_BUCKET, Key=key)["Body"].read())
+    run["input"] = f"s3://{BUCKET}/models/iris/aliases/live.json"
+    batch_s3.put_object(Bucket=INPUT_BUCKET, Key=key, Body=json.dumps(run).encode())
+    chunk = {"index": 0, "start": 0, "end": 100, "first_row": 0, "rows": 1}
+    steps = [
+        (batch_app.plan_handler, {"step": "index", "output": output}),
+        (batch_app.plan_handler, {"step": "summarize", "output": output}),
+        (batch_app.chunk_handler, {"step": "scan", "output": output, "range": {"start": 0, "end": 100}}),
+        (batch_app.chunk_handler, {"step": "score", "output": output, "chunk": chunk}),
+    ]
+    for handler, event in steps:
+        with pytest.raises(InvalidInput, match="outside s3://lambda-forest-test-batch/input"):
+            handler(event, LambdaContextStub())
+
+
 # --on aws: moto's Step Functions holds the state machine and records the execution and its input (it does
 # not run Lambda tasks); the execution's progress is scripted by a fake, as Step Functions would report it.
 

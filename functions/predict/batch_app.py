@@ -72,6 +72,14 @@ def output_of(event: dict[str, Any]) -> OutputLocation:
     return open_output(within(event["output"], config.output_prefix, "output prefix"), s3())
 
 
+def run_of(output: OutputLocation) -> batch.Run:
+    """The output's planned run, its input checked again: whoever can write the output prefix could
+    otherwise point a run's later steps at any object the role may read."""
+    planned = batch.read_run(output)
+    within(planned.input, config.input_prefix, "input file")
+    return planned
+
+
 # BatchPlan
 
 
@@ -99,13 +107,13 @@ def plan_step(event: dict[str, Any]) -> dict[str, Any]:
 
 def index_step(event: dict[str, Any]) -> dict[str, Any]:
     output = output_of(event)
-    chunks = batch.index(batch.read_run(output), output)
+    chunks = batch.index(run_of(output), output)
     return {"chunks": len(chunks), "rows": sum(chunk.rows for chunk in chunks)}
 
 
 def summarize_step(event: dict[str, Any]) -> dict[str, Any]:
     output = output_of(event)
-    run = batch.read_run(output)
+    run = run_of(output)
     failures = batch.map_failures(output, event.get("results"))
     summary = batch.summarize(run, output, started_at=event.get("started_at"), failures=failures)
     metrics.add_metric(name="BatchRows", unit=MetricUnit.Count, value=summary.rows)
@@ -126,7 +134,7 @@ def summarize_step(event: dict[str, Any]) -> dict[str, Any]:
 
 def scan_step(event: dict[str, Any]) -> dict[str, Any]:
     output = output_of(event)
-    run = batch.read_run(output)
+    run = run_of(output)
     byte_range = ByteRange(int(event["range"]["start"]), int(event["range"]["end"]))
     batch.scan(run, byte_range, open_input(run.input, s3()), output)
     return {"start": byte_range.start}
@@ -134,7 +142,7 @@ def scan_step(event: dict[str, Any]) -> dict[str, Any]:
 
 def score_step(event: dict[str, Any]) -> dict[str, Any]:
     output = output_of(event)
-    run = batch.read_run(output)
+    run = run_of(output)
     chunk = Chunk.from_dict(event["chunk"])
     model = batch.model_for(run, model_store(), load_policy())
     result = batch.score(run, chunk, batch.text_records(open_input(run.input, s3())), output, model)
