@@ -70,6 +70,15 @@ def verify(entry: FileEntry, data: bytes) -> bytes:
     return data
 
 
+def read_arrays(data: bytes, what: str) -> dict[str, np.ndarray]:
+    """The arrays of a numpy .npz file (never unpickling), or InvalidArtifact naming `what` could not be read."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            return {name: npz[name] for name in npz.files}
+    except (ValueError, OSError, KeyError) as exc:
+        raise InvalidArtifact(f"The {what} could not be read.", detail=repr(exc)) from None
+
+
 def check_compatible(manifest: Manifest) -> None:
     """Refuse a pickled model made by another scikit-learn than the one installed here."""
     trained = manifest.runtime.get("scikit-learn")

@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from lambda_forest.artifact import Prediction, verify
+from lambda_forest.artifact import Prediction, read_arrays, verify
 from lambda_forest.errors import InvalidArtifact
 from lambda_forest.features import FeatureSchema
 from lambda_forest.manifest import Manifest
@@ -292,11 +292,7 @@ class CompiledForest:
 
 
 def read_npz(data: bytes) -> dict[str, np.ndarray]:
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except (ValueError, OSError, KeyError) as exc:
-        raise InvalidArtifact("The compiled forest could not be read.", detail=repr(exc)) from None
+    arrays = read_arrays(data, "compiled forest")
     expected = {COMPILED_FORMAT: ARRAYS, CATEGORIES_FORMAT: ARRAYS | CATEGORY_ARRAYS}
     if arrays.get("format") is None or set(arrays) != expected.get(int(arrays["format"])):
         raise InvalidArtifact(

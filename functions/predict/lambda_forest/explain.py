@@ -28,7 +28,6 @@ The native walker (lf_shap_values) computes the same formula row by row, about 6
 
 from __future__ import annotations
 
-import io
 import math
 import threading
 import time
@@ -38,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from lambda_forest.artifact import Prediction, Predictor
+from lambda_forest.artifact import Prediction, Predictor, read_arrays
 from lambda_forest.config import vcpu_share
 from lambda_forest.errors import ExplainOverBudget, ExplainUnsupported, InvalidArtifact, InvalidRequest
 from lambda_forest.native import ShapPaths, native_walk
@@ -66,11 +65,7 @@ def explanation_arrays(estimator: Any) -> dict[str, np.ndarray]:
 
 
 def read_explanation_arrays(data: bytes) -> dict[str, np.ndarray]:
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except (ValueError, OSError, KeyError) as exc:
-        raise InvalidArtifact("The explanation data could not be read.", detail=repr(exc)) from None
+    arrays = read_arrays(data, "explanation data")
     if arrays.get("format") is None or int(arrays["format"]) != EXPLAIN_FORMAT or set(arrays) != {"format", "cover"}:
         raise InvalidArtifact(f"The explanation data is not format {EXPLAIN_FORMAT}; republish the model.")
     return arrays
