@@ -75,8 +75,8 @@ def one_row_parts(app: Any, rows: np.ndarray, context: Any) -> dict[str, float]:
     the whole handler; the rest is Powertools (routing, logging, metrics, tracing) and the front door's event."""
     from local_lambda.events import json_event
 
-    body = json.dumps({"instances": rows[:1].tolist()})
-    event = json_event("POST", "/predict", json.loads(body))
+    payload = {"instances": rows[:1].tolist()}
+    body, event = json.dumps(payload), json_event("POST", "/predict", payload)
     model = app.models.get()
     instances = app.parse_predict_body(body, 1).instances
     validated = model.manifest.schema.validate(instances)

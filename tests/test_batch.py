@@ -507,14 +507,17 @@ def test_a_chunk_without_its_part_fails_the_run_and_is_named(batch_s3: Any, s3_s
     assert status == "Succeed" and state["summary"]["scored"] == 200
 
 
-def test_the_batch_functions_refuse_what_their_role_may_not_touch(
-    batch_s3: Any, s3_store: Any, trained_iris: Any
-) -> None:
-    import batch_app
-
+@pytest.fixture
+def ten_rows_on_s3(batch_s3: Any, s3_store: Any, trained_iris: Any) -> str:
+    """The iris model published to the S3 store, and ten of its rows as a CSV in the input prefix."""
     publish_model(s3_store, trained_iris)
     names, X = iris_table(trained_iris, 10)
-    source = upload_csv(batch_s3, "input/in.csv", names, X)
+    return upload_csv(batch_s3, "input/in.csv", names, X)
+
+
+def test_the_batch_functions_refuse_what_their_role_may_not_touch(ten_rows_on_s3: str) -> None:
+    import batch_app
+
     cases = [
         ({"input": f"s3://{BUCKET}/models/iris/x.csv"}, "outside s3://lambda-forest-test-batch/input"),
         ({"output": f"s3://{INPUT_BUCKET}/elsewhere"}, "outside s3://lambda-forest-test-batch/output"),
@@ -524,7 +527,7 @@ def test_the_batch_functions_refuse_what_their_role_may_not_touch(
         ({"surprise": 1}, "Unknown field"),
     ]
     for change, message in cases:
-        request = {"input": source, "output": f"s3://{INPUT_BUCKET}/output/r", "model_name": "iris", **change}
+        request = {"input": ten_rows_on_s3, "output": f"s3://{INPUT_BUCKET}/output/r", "model_name": "iris", **change}
         with pytest.raises(InvalidInput, match=message):
             batch_app.plan_handler({"step": "plan", "request": request}, LambdaContextStub())
     with pytest.raises(InvalidInput, match="Unknown step"):
@@ -532,17 +535,15 @@ def test_the_batch_functions_refuse_what_their_role_may_not_touch(
 
 
 def test_a_run_file_pointed_outside_the_input_prefix_is_refused_by_every_later_step(
-    batch_s3: Any, s3_store: Any, trained_iris: Any
+    batch_s3: Any, ten_rows_on_s3: str
 ) -> None:
     """Someone who can write the output prefix must not turn a planned run onto other objects."""
     import batch_app
 
-    publish_model(s3_store, trained_iris)
-    names, X = iris_table(trained_iris, 10)
-    source = upload_csv(batch_s3, "input/in.csv", names, X)
     output = f"s3://{INPUT_BUCKET}/output/forged"
     batch_app.plan_handler(
-        {"step": "plan", "request": {"input": source, "output": output, "model_name": "iris"}}, LambdaContextStub()
+        {"step": "plan", "request": {"input": ten_rows_on_s3, "output": output, "model_name": "iris"}},
+        LambdaContextStub(),
     )
     key = "output/forged/_batch/run.json"
     run = json.loads(batch_s3.get_object(Bucket=INPUT_BUCKET, Key=key)["Body"].read())
